@@ -1,0 +1,56 @@
+# The ONE set-up command is `make setup`; `make test` runs the tests; `make repro` reproduces the bug.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+# LiteLLM versions whose environments `make setup` builds (CI builds every supported one).
+SETUP_VERSIONS ?= 1.84.0 1.108.7
+SCENARIO ?= scenarios/phantom-budget.yaml
+LITELLM ?=
+BACKEND ?= local
+PYTEST_ARGS ?=
+
+.PHONY: setup system venv engine litellm-envs test test-fast lint repro down doctor clean
+
+setup: system venv engine litellm-envs
+	@echo "setup: done"
+
+system:
+	@scripts/setup-system.sh
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+engine: harness/engine/node_modules/.installed
+
+harness/engine/node_modules/.installed: harness/engine/package.json harness/engine/package-lock.json
+	cd harness/engine && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+litellm-envs: venv engine
+	$(BIN)/harness env build $(SETUP_VERSIONS)
+
+test: setup
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast: venv
+	$(BIN)/pytest -m "not e2e and not conformance" $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check harness tests benchmarks
+
+repro: setup
+	$(BIN)/harness run $(SCENARIO) --backend $(BACKEND) $(if $(LITELLM),--litellm $(LITELLM),)
+
+down: venv
+	$(BIN)/harness down --all
+
+doctor: venv
+	$(BIN)/harness doctor
+
+clean:
+	rm -rf $(VENV) harness/engine/node_modules .state

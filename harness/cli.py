@@ -1,0 +1,151 @@
+"""The `harness` command line: up | down | status | run | analyze | matrix | bisect | doctor | env."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+from harness.errors import HarnessError, Interrupted
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Reproduce and load-test the LiteLLM proxy's phantom-budget bug.")
+env_app = typer.Typer(no_args_is_help=True, help="Cached LiteLLM environments (.cache/litellm/<version>/).")
+app.add_typer(env_app, name="env")
+
+console = Console(stderr=True)
+
+
+# -- environments ----------------------------------------------------------------------------------
+@env_app.command("build")
+def env_build(versions: Annotated[list[str], typer.Argument(help="LiteLLM versions, e.g. 1.84.0 1.108.7")]) -> None:
+    """Build (or reuse) the cached environment of each version."""
+    from harness import litellm_env
+
+    for version in versions:
+        env = litellm_env.ensure(version, console=console)
+        console.print(f"LiteLLM {env.version}: ready in {env.root}")
+
+
+@env_app.command("list")
+def env_list() -> None:
+    """List cached LiteLLM environments."""
+    from harness import litellm_env
+
+    for env in litellm_env.cached():
+        console.print(f"{env.version}\t{env.root}")
+
+
+# -- stack -----------------------------------------------------------------------------------------
+@app.command()
+def up(
+    litellm: Annotated[str, typer.Option(help="LiteLLM version (exact PyPI release)")] = "1.84.0",
+    replicas: Annotated[int, typer.Option(min=1, max=32, help="number of proxy replicas")] = 2,
+    name: Annotated[str, typer.Option(help="stack name (state in .state/<name>/)")] = "default",
+    budget: Annotated[float, typer.Option(help="default end-user max budget in $")] = 50.0,
+    base_port: Annotated[int | None, typer.Option(help="first port to use (else free ports)")] = None,
+    transaction_buffer: Annotated[bool, typer.Option(help="use_redis_transaction_buffer")] = True,
+) -> None:
+    """Start Redis, Postgres, the mock LLM and N LiteLLM proxy replicas as local processes."""
+    from harness.stack.local import LocalStack, StackSpec
+
+    spec = StackSpec(version=litellm, replicas=replicas, default_budget=budget, base_port=base_port,
+                     litellm_settings={"use_redis_transaction_buffer": transaction_buffer})
+    stack = LocalStack(name=name)
+    endpoints = stack.up(spec, console=console)
+    print(endpoints.describe())
+
+
+@app.command()
+def down(
+    name: Annotated[str, typer.Option(help="stack name")] = "default",
+    all_stacks: Annotated[bool, typer.Option("--all", help="stop every stack in .state/")] = False,
+) -> None:
+    """Stop every process a stack's state file lists; leave no process and no port behind."""
+    from harness.stack.local import down_all, down_named
+
+    stopped = down_all(console=console) if all_stacks else down_named(name, console=console)
+    console.print(f"stopped {stopped} process(es)")
+
+
+@app.command()
+def status(name: Annotated[str, typer.Option(help="stack name")] = "default") -> None:
+    """Show a running stack's processes and endpoints."""
+    from harness.stack.local import status as stack_status
+
+    print(stack_status(name))
+
+
+# -- experiments -----------------------------------------------------------------------------------
+@app.command()
+def run(
+    scenario: Annotated[Path, typer.Argument(help="scenario YAML file")],
+    litellm: Annotated[str | None, typer.Option(help="override the scenario's LiteLLM version")] = None,
+    backend: Annotated[str | None, typer.Option(help="local | compose | external")] = None,
+    replicas: Annotated[int | None, typer.Option(help="override the scenario's replica count")] = None,
+    duration: Annotated[float | None, typer.Option(help="override the load duration (s)")] = None,
+    seed: Annotated[int | None, typer.Option(help="override the scenario's seed")] = None,
+    reuse: Annotated[bool, typer.Option(help="reuse a running stack (`harness up`)")] = False,
+    keep: Annotated[bool, typer.Option(help="leave the stack running afterwards")] = False,
+    processes: Annotated[int, typer.Option(help="Locust worker processes")] = 1,
+    out: Annotated[Path | None, typer.Option(help="run folder (default results/<run-id>)")] = None,
+) -> None:
+    """Run one scenario end to end and analyze it; exit 0 when the verdict matches the expectation."""
+    from harness.runner import RunOptions, run_scenario
+
+    code = run_scenario(scenario, RunOptions(litellm=litellm, backend=backend, replicas=replicas,
+                                             duration=duration, seed=seed, reuse=reuse, keep=keep,
+                                             processes=processes, out=out), console=console)
+    raise typer.Exit(code)
+
+
+@app.command()
+def analyze(run_dir: Annotated[Path, typer.Argument(help="a run folder, results/<run-id>")]) -> None:
+    """Turn a run folder into verdict.json, pictures and report.md; exit 0/1/2 as the verdict says."""
+    from harness.analyze import analyze_cli
+
+    raise typer.Exit(analyze_cli(run_dir, console=console))
+
+
+@app.command()
+def doctor() -> None:
+    """Check binaries, ports, disk, Node, cached versions; say what to fix."""
+    from harness.doctor import run_doctor
+
+    raise typer.Exit(run_doctor(console=console))
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Interrupted(f"signal {signum}")
+
+
+def main() -> NoReturn:
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        app(standalone_mode=False)
+    except HarnessError as exc:
+        console.print(f"[bold red]error:[/] {exc.line()}", highlight=False)
+        sys.exit(exc.exit_code)
+    except (KeyboardInterrupt, Interrupted):
+        console.print("[yellow]interrupted: everything started was stopped[/]")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(2)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""The run folder (`results/<run-id>/`): file names and CSV columns shared by every stage.
+
+This module is the contract between the load generator, the mock LLM, the sampler, the nemesis and the
+analyzer. Every CSV is appended as it happens (a killed run is still analysable); times are Unix epoch
+seconds (float) so files written by different processes line up.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+SCENARIO_FILE = "scenario.yaml"      # the resolved scenario
+META_FILE = "meta.json"              # versions, seed, backend, timings; never secrets
+REQUESTS_FILE = "requests.csv"       # one row per client request (Locust users)
+LEDGER_FILE = "ledger.csv"           # one row per upstream call (mock LLM): the ground truth
+SAMPLES_FILE = "samples.csv"         # Redis counter and DB spend per end user per sample
+FAULTS_FILE = "faults.csv"           # fault windows (start and end events)
+VERDICT_FILE = "verdict.json"
+REPORT_FILE = "report.md"
+MOCK_EVENTS_FILE = "mock-events.csv"  # every run-time fault change of the mock, with its time
+
+REQUESTS_COLUMNS = (
+    "t_start",            # when the client sent the request
+    "t_end",              # when the client got the full answer, gave up or walked away
+    "end_user",           # the end-user id sent to the proxy
+    "replica",            # index of the proxy replica the request went to (0-based)
+    "stream",             # 1 streaming, 0 not
+    "disconnect_after",   # chunks after which the client planned to walk away (empty: never)
+    "disconnected",       # 1 when the client walked away before the stream ended
+    "chunks",             # content chunks received
+    "status",             # HTTP status (0: no response: connection error or client timeout)
+    "error_type",         # empty on success; else a short class: http_error, timeout, connection, ...
+    "error_text",         # the error message text as the proxy sent it (for budget messages)
+    "latency_s",          # t_end - t_start
+    "attempt",            # 0 for the first try, 1.. for retries of the same logical request
+    "request_id",         # the harness's id for the request (sent as a header the mock records)
+)
+
+LEDGER_COLUMNS = (
+    "t_start", "t_end",
+    "request_id",         # the harness's request id when the proxy forwarded it, else the mock's own
+    "model",
+    "end_user",           # the end-user id as it reached the upstream (body `user`, ...)
+    "stream",             # 1 / 0
+    "prompt_tokens",
+    "completion_tokens_promised",   # what the response would carry in full (usage)
+    "completion_tokens_delivered",  # what actually went out before the end / cut / disconnect
+    "chunks_sent",
+    "outcome",            # ok | client_gone | fault:<kind>
+)
+
+SAMPLES_COLUMNS = (
+    "t",                  # sample time
+    "sample",             # sample sequence number
+    "end_user",
+    "redis_counter",      # float; empty when the counter key does not exist
+    "counter_ttl",        # seconds left on the counter key; empty when absent
+    "db_spend",           # LiteLLM_EndUserTable.spend; empty when the end user has no row
+)
+
+FAULTS_COLUMNS = (
+    "t",                  # when the event happened
+    "event",              # start | end
+    "window",             # window id (index in the scenario's fault schedule)
+    "kind",               # e.g. mock_error, redis_latency, kill_replica, restart_redis, flush_redis
+    "target",             # e.g. replica index, "redis", "mock"
+    "params",             # JSON of the window's parameters
+    "note",               # what happened (e.g. "replica 2 restarted, healthy after 21.3 s")
+)
+
+
+class CsvAppender:
+    """Thread-safe CSV appender with a header, buffered and flushed at least every `flush_s` seconds."""
+
+    def __init__(self, path: Path, columns: Sequence[str], flush_s: float = 1.0) -> None:
+        self.path = path
+        self.columns = tuple(columns)
+        self.flush_s = flush_s
+        self._lock = threading.Lock()
+        new = not path.exists() or path.stat().st_size == 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh: IO[str] = open(path, "a", newline="", buffering=1 << 16)  # noqa: SIM115
+        self._writer = csv.writer(self._fh)
+        if new:
+            self._writer.writerow(self.columns)
+            self._fh.flush()
+        self._last_flush = time.monotonic()
+
+    def append(self, row: Mapping[str, object]) -> None:
+        values = [_cell(row.get(c)) for c in self.columns]
+        with self._lock:
+            self._writer.writerow(values)
+            if time.monotonic() - self._last_flush >= self.flush_s:
+                self._fh.flush()
+                self._last_flush = time.monotonic()
+
+    def append_many(self, rows: Sequence[Mapping[str, object]]) -> None:
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        for row in rows:
+            writer.writerow([_cell(row.get(c)) for c in self.columns])
+        with self._lock:
+            self._fh.write(buf.getvalue())
+            self._fh.flush()
+            self._last_flush = time.monotonic()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._last_flush = time.monotonic()
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._fh.closed:
+                self._fh.flush()
+                self._fh.close()
+
+
+def _cell(value: object) -> object:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float):
+        return repr(value)
+    return value
+
+
+def new_run_id(scenario_name: str, version: str) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    return f"{stamp}-{scenario_name}-{version}"

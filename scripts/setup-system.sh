@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs the system packages a fresh machine lacks: redis-server and PostgreSQL (server binaries).
+# Idempotent: does nothing when they are present.
+set -euo pipefail
+
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  missing+=(postgresql)
+fi
+command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "system packages: ok (redis-server, postgresql, node, npm present)"
+  exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "missing system packages: ${missing[*]} — install them (e.g. sudo apt-get install -y ${missing[*]}) and run make setup again" >&2
+  exit 2
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "missing system packages: ${missing[*]} — this machine has no apt-get; install them with its package manager" >&2
+  exit 2
+fi
+
+echo "installing system packages: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null || { echo "apt-get update failed — check that Debian's package registry is reachable" >&2; exit 2; }
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+  || { echo "apt-get install ${missing[*]} failed — see the apt output above" >&2; exit 2; }
+# The Debian packages start services of their own; the harness runs its own servers on free ports.
+for svc in redis-server postgresql; do
+  if command -v service >/dev/null 2>&1; then service "$svc" stop >/dev/null 2>&1 || true; fi
+done
+echo "system packages: installed ${missing[*]}"
