@@ -1,0 +1,101 @@
+"""The stack interface every backend (local, compose, external) implements."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from rich.console import Console
+
+
+@dataclass
+class StackSpec:
+    """What to bring up. Built from a scenario (`StackSpec.from_scenario`) or from `harness up` options."""
+
+    version: str
+    replicas: int = 2
+    default_budget: float | None = 50.0
+    base_port: int | None = None
+    model: str = "mock-gpt"
+    input_cost_per_token: float = 0.000001
+    output_cost_per_token: float = 0.00001
+    max_output_tokens: int | None = None
+    # general_settings / litellm_settings knobs: disable_budget_reservation, use_redis_transaction_buffer,
+    # namespace, proxy_batch_write_at, extra
+    litellm_settings: dict[str, Any] = field(default_factory=dict)
+    mock_config: dict[str, Any] = field(default_factory=dict)
+    seed: int = 42
+    # where logs, the mock's ledger and data dirs go (a run folder); None = the stack's state folder
+    run_dir: Path | None = None
+
+    @classmethod
+    def from_scenario(cls, scenario: Any, run_dir: Path | None = None) -> StackSpec:
+        s = scenario
+        mock = s.mock.model_dump()
+        return cls(
+            version=s.litellm, replicas=s.replicas, default_budget=s.budget.default_max_budget,
+            model=s.model, input_cost_per_token=s.pricing.input_cost_per_token,
+            output_cost_per_token=s.pricing.output_cost_per_token, max_output_tokens=s.pricing.max_output_tokens,
+            litellm_settings=s.litellm_settings.model_dump(), mock_config=mock, seed=s.seed, run_dir=run_dir)
+
+
+@dataclass
+class Endpoints:
+    """Where the running stack answers. `master_key` is a secret: never print or write it to results."""
+
+    proxy_urls: list[str]
+    redis_url: str                 # what the proxies use (through the fault relay when there is one)
+    redis_direct_url: str          # Redis itself, for the sampler and for flushes
+    postgres_dsn: str
+    mock_url: str
+    master_key: str = field(repr=False)
+    version: str = ""
+    backend: str = "local"
+    redis_fault_url: str | None = None   # control endpoint of the Redis fault relay / Toxiproxy
+    budget_id: str | None = None         # the default end-user budget's id
+    redis_namespace: str | None = None   # cache_params.namespace: counters are "<namespace>:spend:end_user:<id>"
+
+    def public(self) -> dict[str, Any]:
+        """Everything but the secret (for meta.json and the console)."""
+        data = asdict(self)
+        data.pop("master_key")
+        return data
+
+    def describe(self) -> str:
+        lines = [f"LiteLLM {self.version} ({self.backend}), {len(self.proxy_urls)} replica(s):"]
+        lines += [f"  proxy[{i}]  {url}" for i, url in enumerate(self.proxy_urls)]
+        lines += [f"  redis     {self.redis_url}" + (f"  (direct: {self.redis_direct_url})"
+                                                     if self.redis_direct_url != self.redis_url else ""),
+                  f"  postgres  {self.postgres_dsn}",
+                  f"  mock llm  {self.mock_url}",
+                  "  master key: kept in the stack's state folder (0600), not printed"]
+        return "\n".join(lines)
+
+
+class Stack(Protocol):
+    """One backend's handle on a running (or to-be-started) stack."""
+
+    def up(self, spec: StackSpec, console: Console | None = None) -> Endpoints: ...
+
+    def down(self) -> int: ...
+
+    def kill_replica(self, index: int) -> None:
+        """SIGKILL replica `index` (in-flight requests die)."""
+
+    def restart_replica(self, index: int) -> float:
+        """Start replica `index` again; returns seconds until healthy."""
+        ...
+
+    def redis_fault(self, kind: str, **params: Any) -> None:
+        """kind: latency (latency_ms, jitter_ms) | timeout | reset | none."""
+
+    def restart_redis(self, flush: bool = False) -> float:
+        """Stop and start Redis (from its snapshot, or empty with flush=True); returns seconds down."""
+        ...
+
+    def flush_redis(self) -> None: ...
+
+    def logs(self) -> dict[str, Path]:
+        """Log file of each process, by name (proxy-0, redis, postgres, mock, ...)."""
+        ...
