@@ -1,0 +1,89 @@
+"""The LiteLLM proxy config: one template for every backend (local processes and Compose).
+
+The master key is never in the file: the config reads it from the LITELLM_MASTER_KEY environment
+variable, and DATABASE_URL likewise, so the rendered file can be kept in a run folder.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import yaml
+
+from harness.stack.base import StackSpec
+
+DEFAULT_BUDGET_ID = "harness-default-end-user-budget"
+MOCK_API_KEY = "mock-upstream-key"  # the mock LLM accepts any key; not a secret
+
+
+def generate_master_key() -> str:
+    """A per-stack master key (recent LiteLLM releases refuse well-known ones such as sk-1234)."""
+    return "sk-harness-" + secrets.token_urlsafe(24)
+
+
+def render_proxy_config(spec: StackSpec, *, mock_api_base: str, redis_host: str, redis_port: int,
+                        budget_id: str | None = DEFAULT_BUDGET_ID) -> dict[str, Any]:
+    """The proxy config as a dict (write it with `dump_config`)."""
+    settings = dict(spec.litellm_settings)
+    litellm_params: dict[str, Any] = {
+        "model": f"openai/{spec.model}",
+        "api_base": mock_api_base,
+        "api_key": MOCK_API_KEY,
+        "input_cost_per_token": spec.input_cost_per_token,
+        "output_cost_per_token": spec.output_cost_per_token,
+        "timeout": 120,
+        "stream_timeout": 120,
+        "max_retries": 0,
+    }
+    model_entry: dict[str, Any] = {"model_name": spec.model, "litellm_params": litellm_params}
+    if spec.max_output_tokens is not None:
+        model_entry["model_info"] = {"max_output_tokens": spec.max_output_tokens}
+
+    cache_params: dict[str, Any] = {
+        "type": "redis",
+        "host": redis_host,
+        "port": redis_port,
+        # response caching off unless asked for, so cost is never hidden by a cache hit
+        "mode": "default_off",
+    }
+    if settings.get("namespace"):
+        cache_params["namespace"] = settings["namespace"]
+
+    litellm_settings: dict[str, Any] = {
+        "cache": True,
+        "cache_params": cache_params,
+        "drop_params": True,
+        "request_timeout": 120,
+        "num_retries": 0,
+    }
+    if spec.default_budget is not None and budget_id is not None:
+        litellm_settings["max_end_user_budget_id"] = budget_id
+
+    general_settings: dict[str, Any] = {
+        "master_key": "os.environ/LITELLM_MASTER_KEY",
+        "database_url": "os.environ/DATABASE_URL",
+        "use_redis_transaction_buffer": bool(settings.get("use_redis_transaction_buffer", True)),
+        "disable_prisma_schema_update": True,
+    }
+    if settings.get("disable_budget_reservation") is not None:
+        general_settings["disable_budget_reservation"] = bool(settings["disable_budget_reservation"])
+    if settings.get("proxy_batch_write_at") is not None:
+        general_settings["proxy_batch_write_at"] = int(settings["proxy_batch_write_at"])
+
+    config: dict[str, Any] = {
+        "model_list": [model_entry],
+        "litellm_settings": litellm_settings,
+        "general_settings": general_settings,
+    }
+    for section, values in (settings.get("extra") or {}).items():
+        config.setdefault(section, {})
+        if isinstance(config[section], dict) and isinstance(values, dict):
+            config[section].update(values)
+        else:
+            config[section] = values
+    return config
+
+
+def dump_config(config: dict[str, Any]) -> str:
+    return yaml.safe_dump(config, sort_keys=False)
