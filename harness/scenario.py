@@ -228,10 +228,22 @@ def parse_scenario(data: Any, source: Path) -> Scenario:
         raise HarnessError(_format_error(source, exc), "fix the field (schema: scenarios/README.md)") from None
 
 
-def load_scenario(path: Path, overrides: dict[str, Any] | None = None) -> Scenario:
-    """Load and validate a scenario file; `overrides` are top-level fields set from the command line."""
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`override` on top of `base`; mappings merge key by key, everything else is replaced."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> Any:
     if not path.exists():
         raise HarnessError(f"{path}: no such scenario file", "pass a file from scenarios/ or a path that exists")
+    if path.resolve() in chain:
+        raise HarnessError(f"{path}: extends: circular chain", "remove the cycle of `extends`")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
@@ -239,6 +251,27 @@ def load_scenario(path: Path, overrides: dict[str, Any] | None = None) -> Scenar
         where = f"line {mark.line + 1}" if mark is not None else "?"
         raise HarnessError(f"{path}: {where}: not valid YAML ({getattr(exc, 'problem', exc)})",
                            "fix the YAML syntax") from None
+    if isinstance(data, dict) and "extends" in data:
+        parent = data.pop("extends")
+        if not isinstance(parent, str):
+            raise HarnessError(f"{path}: extends: must be a file name", "e.g. extends: phantom-budget.yaml")
+        base = _read_yaml(path.parent / parent, (*chain, path.resolve()))
+        if not isinstance(base, dict):
+            raise HarnessError(f"{path.parent / parent}: (top level): must be a mapping of scenario fields",
+                               "see scenarios/README.md for the schema")
+        # what a scenario says about itself is never inherited from its parent
+        base = {k: v for k, v in base.items() if k not in ("expect_by_version",)}
+        data = deep_merge(base, data)
+    return data
+
+
+def load_scenario(path: Path, overrides: dict[str, Any] | None = None) -> Scenario:
+    """Load and validate a scenario file; `overrides` are top-level fields set from the command line.
+
+    A scenario may start with `extends: other.yaml` (relative to its own folder): it is then that file
+    with this one's fields merged on top (mappings key by key).
+    """
+    data = _read_yaml(path)
     if isinstance(data, dict) and overrides:
         data = {**data, **{k: v for k, v in overrides.items() if v is not None}}
     return parse_scenario(data, path)
