@@ -1,0 +1,276 @@
+"""The aiohttp application: OpenAI-compatible chat completions with injected faults, plus control routes."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from harness.mockllm import responses as wire
+from harness.mockllm.config import ConfigError, apply_patch
+from harness.mockllm.faults import Plan, decide, from_header
+from harness.mockllm.ledger import EventLog, Ledger
+from harness.mockllm.tokens import completion_tokens, prompt_tokens, spread
+
+REQUEST_ID_HEADER = "x-harness-request-id"
+FAULT_HEADER = "x-mock-fault"
+END_USER_HEADERS = ("x-litellm-end-user-id", "x-litellm-customer-id")
+JSON = "application/json"
+
+
+@dataclass(slots=True)
+class Call:
+    """One upstream call as it happens; becomes one ledger row."""
+
+    t_start: float
+    request_id: str
+    model: str
+    end_user: str
+    stream: bool
+    prompt: int
+    promised: int
+    delivered: int = 0
+    chunks: int = 0
+    outcome: str = ""
+
+
+class MockServer:
+    def __init__(self, seed: int, config: dict[str, Any], ledger: Ledger, events: EventLog) -> None:
+        self.seed = seed
+        self.initial = config
+        self.config = config
+        self.ledger = ledger
+        self.events = events
+        self.seq = 0
+        self.seen: dict[str, int] = {}
+        self.stopping = False
+        self._stop = asyncio.Event()
+
+    # -- application --------------------------------------------------------------------------------
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 << 20)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/chat/completions", self.chat)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/models", self.models)
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/control/faults", self.get_faults)
+        app.router.add_post("/control/faults", self.set_faults)
+        app.router.add_post("/control/reset", self.reset)
+        return app
+
+    def begin_stop(self) -> None:
+        """Shutdown started: hanging calls end, calls cancelled from now on are `fault:shutdown`."""
+        self.stopping = True
+        self._stop.set()
+
+    # -- small routes -------------------------------------------------------------------------------
+    async def health(self, request: web.Request) -> web.Response:
+        return _json(200, {"status": "ok", "requests": self.seq, "ledger_rows": self.ledger.count,
+                           "seed": self.seed})
+
+    async def models(self, request: web.Request) -> web.Response:
+        return web.Response(body=wire.models_body(self.config["models"], int(time.time())), content_type=JSON)
+
+    async def get_faults(self, request: web.Request) -> web.Response:
+        return _json(200, self.config)
+
+    async def set_faults(self, request: web.Request) -> web.Response:
+        try:
+            patch = orjson.loads(await request.read())
+            if not isinstance(patch, dict):
+                raise ConfigError("expected a JSON object")
+            self.config = apply_patch(self.config, patch)
+        except (ConfigError, orjson.JSONDecodeError) as exc:
+            return _json(400, {"error": str(exc)})
+        self.events.record("set_faults", "control", patch, self.config)
+        return _json(200, self.config)
+
+    async def reset(self, request: web.Request) -> web.Response:
+        self.config = self.initial
+        self.events.record("reset", "control", None, self.config)
+        return _json(200, self.config)
+
+    # -- chat completions ---------------------------------------------------------------------------
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        t_start = time.time()
+        self.seq += 1
+        seq = self.seq
+        headers = request.headers
+        raw = await request.read()
+        try:
+            body = orjson.loads(raw)
+            if not isinstance(body, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            self.ledger.record(t_start, time.time(), headers.get(REQUEST_ID_HEADER) or f"mock-{seq}", "", "",
+                               False, 0, 0, 0, 0, "bad_request")
+            return web.Response(status=400, content_type=JSON,
+                                body=wire.error_body("request body is not a JSON object", "invalid_request_error",
+                                                     None))
+        config = self.config
+        rid = headers.get(REQUEST_ID_HEADER)
+        if rid:
+            n = self.seen.get(rid, 0)
+            self.seen[rid] = n + 1
+            key = f"{rid}#{n}"
+        else:
+            rid = f"mock-{seq}"
+            key = f"#{seq}"
+        forced = headers.get(FAULT_HEADER)
+        try:
+            plan = from_header(forced, config) if forced else decide(config, self.seed, key)
+        except ConfigError as exc:
+            return web.Response(status=400, content_type=JSON,
+                                body=wire.error_body(str(exc), "invalid_request_error", None))
+        user = body.get("user")
+        if not isinstance(user, str) or not user:
+            user = headers.get(END_USER_HEADERS[0]) or headers.get(END_USER_HEADERS[1]) or ""
+        model = body.get("model")
+        call = Call(t_start=t_start, request_id=rid, model=model if isinstance(model, str) else "",
+                    end_user=user, stream=body.get("stream") is True, prompt=prompt_tokens(body),
+                    promised=completion_tokens(body, int(config["stream"]["completion_tokens"])))
+        try:
+            if call.stream:
+                return await self._stream(request, body, plan, call, config)
+            return await self._complete(request, plan, call)
+        except asyncio.CancelledError:
+            if not call.outcome.startswith("fault:"):
+                call.outcome = "fault:shutdown" if self.stopping else "client_gone"
+            raise
+        except ConnectionError:
+            if not call.outcome.startswith("fault:"):
+                call.outcome = "client_gone"
+            raise
+        finally:
+            self.ledger.record(call.t_start, time.time(), call.request_id, call.model, call.end_user, call.stream,
+                               call.prompt, call.promised, call.delivered, call.chunks, call.outcome or "ok")
+
+    async def _before_response(self, request: web.Request, plan: Plan, call: Call) -> web.StreamResponse | None:
+        """Latency, then the faults that replace the response. None: go on and answer."""
+        if plan.latency_s > 0:
+            await asyncio.sleep(plan.latency_s)
+        kind = plan.kind
+        if kind is None:
+            return None
+        if kind == "rate_limit":
+            call.outcome = "fault:rate_limit"
+            return web.Response(status=429, content_type=JSON,
+                                headers={"Retry-After": _retry_after(plan.retry_after_s)},
+                                body=wire.error_body("Rate limit reached (mock)", "rate_limit_exceeded",
+                                                     "rate_limit_exceeded"))
+        if kind in ("error_500", "error_503"):
+            call.outcome = f"fault:{kind}"
+            status = 500 if kind == "error_500" else 503
+            return web.Response(status=status, content_type=JSON,
+                                body=wire.error_body(f"Injected upstream error {status} (mock)", "server_error",
+                                                     None))
+        if kind == "hang":
+            call.outcome = "fault:hang"
+            await self._stop.wait()
+            _close(request)
+            return web.Response(status=503)
+        if kind == "reset":
+            call.outcome = "fault:reset"
+            _reset(request)
+            return web.Response(status=503)
+        return None
+
+    async def _complete(self, request: web.Request, plan: Plan, call: Call) -> web.StreamResponse:
+        early = await self._before_response(request, plan, call)
+        if early is not None:
+            return early
+        body = wire.completion_body(f"chatcmpl-{call.request_id}", int(call.t_start), call.model, call.prompt,
+                                    call.promised)
+        if plan.kind in ("malformed_json", "malformed_sse"):
+            call.outcome = f"fault:{plan.kind}"
+            return web.Response(body=body[: len(body) // 2], content_type=JSON)
+        if plan.kind == "stream_cut":
+            resp = web.StreamResponse(headers={"Content-Type": JSON})
+            resp.content_length = len(body)
+            await resp.prepare(request)
+            await resp.write(body[: len(body) // 2])
+            call.outcome = "fault:stream_cut"
+            _close(request)
+            return resp
+        call.delivered = call.promised
+        return web.Response(body=body, content_type=JSON)
+
+    async def _stream(self, request: web.Request, body: dict[str, Any], plan: Plan, call: Call,
+                      config: dict[str, Any]) -> web.StreamResponse:
+        early = await self._before_response(request, plan, call)
+        if early is not None:
+            return early
+        shape = config["stream"]
+        usage_mode = shape["usage"]
+        options = body.get("stream_options")
+        with_usage = usage_mode == "always" or (
+            usage_mode == "auto" and isinstance(options, dict) and options.get("include_usage") is True)
+        parts = spread(call.promised, int(shape["chunks"]))
+        delay = float(shape["chunk_delay_s"])
+        cid = f"chatcmpl-{call.request_id}"
+        created = int(call.t_start)
+        kind = plan.kind
+        at = plan.after_chunks if kind in ("stream_cut", "malformed_json", "malformed_sse") else -1
+
+        resp = web.StreamResponse(headers=wire.SSE_HEADERS)
+        await resp.prepare(request)
+        if plan.first_token_delay_s > 0:
+            await asyncio.sleep(plan.first_token_delay_s)
+        for i in range(len(parts) + 1):
+            if i == at:
+                if kind == "stream_cut":
+                    call.outcome = "fault:stream_cut"
+                    _close(request)
+                    return resp
+                call.outcome = f"fault:{kind}"
+                await resp.write(wire.malformed_json_frame(cid) if kind == "malformed_json"
+                                 else wire.malformed_sse_frame())
+            if i == len(parts):
+                break
+            if i and delay > 0:
+                await asyncio.sleep(delay)
+            await resp.write(wire.content_frame(cid, created, call.model, parts[i], i == 0))
+            call.chunks += 1
+            call.delivered += parts[i]
+        tail = wire.finish_frame(cid, created, call.model)
+        if with_usage:
+            tail += wire.usage_frame(cid, created, call.model, call.prompt, call.promised)
+        await resp.write(tail + wire.DONE_FRAME)
+        await resp.write_eof()
+        return resp
+
+
+def _json(status: int, obj: Any) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(obj), content_type=JSON)
+
+
+def _retry_after(seconds: float) -> str:
+    return str(int(seconds)) if float(seconds).is_integer() else f"{seconds:g}"
+
+
+def _close(request: web.Request) -> None:
+    """Close the connection after what was written so far (FIN): the client sees a truncated body."""
+    transport = request.transport
+    if transport is not None:
+        transport.close()
+
+
+def _reset(request: web.Request) -> None:
+    """Abort the connection with a TCP RST (SO_LINGER 0) before anything is sent."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+    transport.abort()
