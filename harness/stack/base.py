@@ -32,7 +32,10 @@ class StackSpec:
     @classmethod
     def from_scenario(cls, scenario: Any, run_dir: Path | None = None) -> StackSpec:
         s = scenario
-        mock = s.mock.model_dump()
+        mock = {"stream": {"chunks": s.mock.chunks, "chunk_delay_s": s.mock.chunk_delay_s,
+                           "first_token_delay_s": s.mock.first_token_delay_s,
+                           "completion_tokens": s.mock.default_completion_tokens},
+                "faults": dict(s.mock.faults), "models": [s.model]}
         return cls(
             version=s.litellm, replicas=s.replicas, default_budget=s.budget.default_max_budget,
             model=s.model, input_cost_per_token=s.pricing.input_cost_per_token,

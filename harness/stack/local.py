@@ -107,6 +107,7 @@ class LocalStack:
         pg = PostgresServer(data_dir / "postgres", pg_port)
         t0 = time.monotonic()
         pg.start(self.group, self.log_dir)
+        pg.wait_ready()
         litellm_env.apply_migrations(env, pg.dsn)
         timings["postgres_s"] = time.monotonic() - t0
 
@@ -166,7 +167,7 @@ class LocalStack:
             create_default_budget(endpoints, spec.default_budget)
         timings["total_s"] = time.monotonic() - started
         self.group.extra.update({"endpoints": endpoints.public(), "timings": timings,
-                                 "redis_version": redis_srv.version(), "postgres_version": pg.version()})
+                                 "redis_version": redis_srv.version(), "postgres_version": postgres_version(pg.dsn)})
         self.group.save()
         self.endpoints = endpoints
         self._say(f"[green]stack '{self.name}' up in {timings['total_s']:.1f} s[/]")
@@ -281,6 +282,17 @@ def create_default_budget(endpoints: Endpoints, max_budget: float, budget_id: st
     if resp.status_code >= 300 and "already exists" not in resp.text and "Unique constraint" not in resp.text:
         raise StackError(f"creating the default end-user budget failed: HTTP {resp.status_code} {resp.text[:300]}",
                          "see proxy-0.log")
+
+
+def postgres_version(dsn: str) -> str:
+    import psycopg
+
+    try:
+        with psycopg.connect(dsn, connect_timeout=5) as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+        return str(row[0]) if row else "?"
+    except psycopg.Error:
+        return "?"
 
 
 def _jsonable(spec: StackSpec) -> dict[str, Any]:
