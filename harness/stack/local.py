@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -176,7 +177,7 @@ class LocalStack:
     def _start_proxy(self, index: int, port: int, env: litellm_env.LiteLLMEnv, config_path: Path,
                      proxy_env: dict[str, str]) -> None:
         cmd = [str(env.litellm_bin), "--config", str(config_path), "--host", "127.0.0.1", "--port", str(port),
-               "--num_workers", "1"]
+               "--num_workers", "1", *shlex.split(os.environ.get("HARNESS_PROXY_EXTRA_ARGS", ""))]
         self.group.start(_proxy_name(index), cmd, log=self.log_dir / f"{_proxy_name(index)}.log", env=proxy_env,
                          port=port)
 
