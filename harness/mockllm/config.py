@@ -38,13 +38,14 @@ FAULT_DEFAULTS: dict[str, dict[str, float]] = {
     "hang": {"p": 0.0},
     "reset": {"p": 0.0},
     "stream_cut": {"p": 0.0, "after_chunks": 1},
-    "malformed_json": {"p": 0.0},
+    "malformed_json": {"p": 0.0, "after_chunks": 1},
     "malformed_sse": {"p": 0.0, "after_chunks": 1},
     "latency": {"p": 0.0, "fixed_s": 0.0, "jitter_s": 0.0},
     "slow_first_token": {"p": 0.0, "delay_s": 1.0},
 }
 # The meaning of `kind:param` in the x-mock-fault header.
 HEADER_PARAM = {"rate_limit": "retry_after_s", "stream_cut": "after_chunks", "malformed_sse": "after_chunks",
+                "malformed_json": "after_chunks",
                 "latency": "fixed_s", "slow_first_token": "delay_s"}
 
 STREAM_DEFAULTS: dict[str, Any] = {
