@@ -1,10 +1,10 @@
-"""Make `tests/realservers.py` importable from the benchmarks (shared real-server fixtures)."""
+"""Make the repository root importable from the benchmarks (they reuse `tests/realservers.py`)."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-TESTS = str(Path(__file__).resolve().parent.parent / "tests")
-if TESTS not in sys.path:
-    sys.path.insert(0, TESTS)
+ROOT = str(Path(__file__).resolve().parent.parent)
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import _path  # noqa: F401
 import redis
-from realservers import redis_server, relay_process
 
 from harness.procs import ProcessGroup
+from tests.realservers import redis_server, relay_process
 
 
 def bench(port: int, label: str) -> tuple[float, float]:

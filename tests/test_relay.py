@@ -7,10 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from realservers import redis_server, relay_process
 
 from harness.procs import ProcessGroup
 from harness.stack.redis_relay import RelayControl
+from tests.realservers import redis_server, relay_process
 
 
 @pytest.fixture(scope="module")
