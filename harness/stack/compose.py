@@ -1,0 +1,677 @@
+"""The Compose backend: the local backend's topology as containers, from `compose/docker-compose.yml`.
+
+`docker compose` (subprocess) brings the project up and down; the Docker SDK (`docker` package) kills and
+restarts single replicas and reaches into Redis; Toxiproxy's HTTP API injects the Redis faults.
+
+Per stack, in `.state/<name>/`:
+  compose.env            0600: the master key, image, ports and paths every `${VAR}` of the compose file needs
+                         (passed with --env-file; never committed, never copied into a run folder)
+  compose.replicas.yml   proxy-1 … proxy-(N-1), each a copy of compose/docker-compose.yml's proxy-0 with its port
+  compose.json           project name, ports, endpoints without the secret (for --reuse and `down`)
+The proxy config (no secrets: the key comes from the environment) is rendered by
+`harness.stack.config.render_proxy_config` into the run folder, like the local backend does.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from rich.console import Console
+
+from harness import ports
+from harness.errors import HarnessError, StackError
+from harness.paths import REPO_ROOT, state_root
+from harness.stack.base import Endpoints, StackSpec
+from harness.stack.config import DEFAULT_BUDGET_ID, dump_config, generate_master_key, render_proxy_config
+
+COMPOSE_DIR = REPO_ROOT / "compose"
+COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yml"
+ENV_FILE = "compose.env"
+REPLICAS_FILE = "compose.replicas.yml"
+STATE_FILE = "compose.json"
+
+# Where LiteLLM publishes its proxy image, and the tag of a PyPI release (see compose/README.md for the
+# sources). HARNESS_LITELLM_IMAGE overrides it; "{version}" in it is replaced by the version.
+LITELLM_IMAGE_TEMPLATE = "ghcr.io/berriai/litellm:{version}"
+
+# In-network names and ports (the compose file's services)
+MOCK_SERVICE, MOCK_INNER_PORT = "mock", 8000
+TOXIPROXY_SERVICE, TOXIPROXY_REDIS_INNER_PORT = "toxiproxy", 6379
+TOXIPROXY_REDIS_PROXY = "redis"          # the proxy defined in compose/toxiproxy.json
+PROXY_INNER_PORT = 4000
+POSTGRES_USER = POSTGRES_PASSWORD = POSTGRES_DB = "litellm"   # loopback-only, not a secret
+
+PROXY_START_DEADLINE_S = float(os.environ.get("HARNESS_PROXY_START_DEADLINE_S", "600"))
+DEFAULT_DOCKER_SOCKET = "unix:///var/run/docker.sock"
+
+Runner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]
+
+
+def litellm_image(version: str) -> str:
+    """The proxy image of a LiteLLM release (HARNESS_LITELLM_IMAGE overrides; may contain {version})."""
+    template = os.environ.get("HARNESS_LITELLM_IMAGE") or LITELLM_IMAGE_TEMPLATE
+    return template.replace("{version}", version)
+
+
+def project_name(stack_name: str) -> str:
+    """A Compose project name (lowercase letters, digits, '-', '_'; starts with a letter or digit)."""
+    cleaned = re.sub(r"[^a-z0-9_-]+", "-", stack_name.lower()).strip("-_") or "default"
+    return f"harness-{cleaned}"
+
+
+def proxy_service(index: int) -> str:
+    return f"proxy-{index}"
+
+
+def docker_socket() -> str:
+    return os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_SOCKET
+
+
+def no_engine_error() -> HarnessError:
+    return HarnessError(f"no Docker engine answers at {docker_socket()}", "start Docker or use --backend local")
+
+
+def _default_runner(cmd: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(cmd), capture_output=True, text=True, check=False,  # noqa: S603
+                          stdin=subprocess.DEVNULL, cwd=REPO_ROOT)
+
+
+def _default_client_factory() -> Any:
+    try:
+        import docker
+    except ImportError:
+        raise HarnessError("the compose backend needs the Docker SDK (Python package `docker`)",
+                           "pip install -e '.[compose]'") from None
+    try:
+        return docker.from_env(timeout=30)
+    except docker.errors.DockerException:
+        raise no_engine_error() from None
+
+
+# -- the files the harness renders ----------------------------------------------------------------------
+@dataclass
+class ComposePorts:
+    """Host ports (all on 127.0.0.1)."""
+
+    postgres: int
+    redis: int
+    toxiproxy_api: int
+    toxiproxy_redis: int
+    mock: int
+    proxies: list[int]
+
+    @classmethod
+    def allocate(cls, replicas: int, base_port: int | None = None) -> ComposePorts:
+        got = ports.allocate_ports(5 + replicas, base_port)
+        return cls(postgres=got[0], redis=got[1], toxiproxy_api=got[2], toxiproxy_redis=got[3], mock=got[4],
+                   proxies=got[5:])
+
+
+def render_configs(spec: StackSpec) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(replica config, migrate config), both from THE template: Redis = toxiproxy, upstream = the mock.
+
+    The migrate config differs in one switch only: the one-shot `migrate` service lets the image apply the
+    version's Prisma migrations (`disable_prisma_schema_update: false`); the replicas never touch the schema.
+    """
+    kwargs: dict[str, Any] = {"mock_api_base": f"http://{MOCK_SERVICE}:{MOCK_INNER_PORT}/v1",
+                              "redis_host": TOXIPROXY_SERVICE, "redis_port": TOXIPROXY_REDIS_INNER_PORT}
+    proxy_config = render_proxy_config(spec, **kwargs)
+    settings = dict(spec.litellm_settings)
+    extra = copy.deepcopy(dict(settings.get("extra") or {}))
+    extra.setdefault("general_settings", {})["disable_prisma_schema_update"] = False
+    migrate_spec = replace(spec, litellm_settings={**settings, "extra": extra})
+    return proxy_config, render_proxy_config(migrate_spec, **kwargs)
+
+
+def compose_env(spec: StackSpec, *, master_key: str, run_dir: Path, stack_ports: ComposePorts,
+                proxy_config: Path, migrate_config: Path, mock_config: Path) -> dict[str, str]:
+    """Every variable the compose file interpolates (the content of compose.env)."""
+    env = {
+        "LITELLM_IMAGE": litellm_image(spec.version),
+        "LITELLM_MASTER_KEY": master_key,
+        "HARNESS_PROXY_CONFIG": str(proxy_config),
+        "HARNESS_MIGRATE_CONFIG": str(migrate_config),
+        "HARNESS_MOCK_CONFIG": str(mock_config),
+        "HARNESS_RUN_DIR": str(run_dir),
+        "HARNESS_SEED": str(spec.seed),
+        "HARNESS_UID": str(os.getuid()),
+        "HARNESS_GID": str(os.getgid()),
+        "POSTGRES_PORT": str(stack_ports.postgres),
+        "REDIS_PORT": str(stack_ports.redis),
+        "TOXIPROXY_API_PORT": str(stack_ports.toxiproxy_api),
+        "TOXIPROXY_REDIS_PORT": str(stack_ports.toxiproxy_redis),
+        "MOCK_PORT": str(stack_ports.mock),
+    }
+    for i, port in enumerate(stack_ports.proxies):
+        env[f"PROXY_{i}_PORT"] = str(port)
+    return env
+
+
+def write_env_file(path: Path, env: Mapping[str, str]) -> None:
+    """KEY=value lines, created 0600 (it holds the master key)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for key, value in env.items():
+        if "\n" in value or "'" in value:
+            raise HarnessError(f"{key}: value not representable in an env file", "use a path without quotes")
+    text = "".join(f"{key}='{value}'\n" for key, value in env.items())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(path, 0o600)
+
+
+def load_compose_file(path: Path = COMPOSE_FILE) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict) or "services" not in data:
+        raise HarnessError(f"{path}: not a Compose file (no services)", "restore compose/docker-compose.yml")
+    return data
+
+
+def replicas_override(replicas: int, base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The override file adding proxy-1 … proxy-(N-1): copies of proxy-0, each with its own host port."""
+    base = base if base is not None else load_compose_file()
+    template = base["services"][proxy_service(0)]
+    services: dict[str, Any] = {}
+    for i in range(1, replicas):
+        service = copy.deepcopy(template)
+        service["ports"] = [f"127.0.0.1:${{PROXY_{i}_PORT:?set by the harness}}:{PROXY_INNER_PORT}"]
+        services[proxy_service(i)] = service
+    return {"services": services}
+
+
+_VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}|\$\$")
+
+
+def interpolate(value: Any, env: Mapping[str, str]) -> Any:
+    """Compose's `${VAR}`, `${VAR:-default}`, `${VAR-default}`, `${VAR:?err}`, `$$` — for checks only."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def sub(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, op, arg = match.group("name"), match.group("op"), match.group("arg") or ""
+        current = env.get(name)
+        if op in (":-", "-"):
+            empty = current is None or (op == ":-" and current == "")
+            return arg if empty else str(current)
+        if op in (":?", "?"):
+            if current is None or (op == ":?" and current == ""):
+                raise HarnessError(f"compose variable {name} is not set: {arg}", "set it in the env file")
+            return str(current)
+        return "" if current is None else str(current)
+
+    return _VAR.sub(sub, value)
+
+
+def effective_model(env: Mapping[str, str], replicas: int, *, profiles: Sequence[str] = ()) -> dict[str, Any]:
+    """The services `docker compose up` would start (base + replicas override, interpolated, profiles applied)."""
+    base = load_compose_file()
+    merged = copy.deepcopy(base)
+    merged["services"].update(replicas_override(replicas, base)["services"])
+    model = interpolate({k: v for k, v in merged.items() if not k.startswith("x-")}, env)
+    model["services"] = {name: svc for name, svc in model["services"].items()
+                         if not svc.get("profiles") or set(svc["profiles"]) & set(profiles)}
+    return model
+
+
+# -- the stack ----------------------------------------------------------------------------------------
+class ComposeStack:
+    """A Compose project named after the stack (`harness-<name>`); state in `.state/<name>/`."""
+
+    backend = "compose"
+
+    def __init__(self, name: str = "default", state_dir: Path | None = None, *,
+                 client_factory: Callable[[], Any] | None = None, runner: Runner | None = None,
+                 http: httpx.Client | None = None, compose_file: Path = COMPOSE_FILE,
+                 poll_interval: float = 1.0) -> None:
+        self.name = name
+        self.project = project_name(name)
+        self.state_dir = state_dir or state_root() / name
+        self.compose_file = compose_file
+        self._client_factory = client_factory or _default_client_factory
+        self._client: Any = None
+        self._runner = runner or _default_runner
+        self._compose_cmd: list[str] | None = None
+        self.http = http or httpx.Client(timeout=10)
+        self.poll_interval = poll_interval
+        self._console: Console | None = None
+        self.endpoints: Endpoints | None = None
+        self.state: dict[str, Any] = {}
+        self.log_dir = self.state_dir / "logs"
+        self._load_state()
+
+    # -- state --------------------------------------------------------------------------------------
+    @property
+    def env_path(self) -> Path:
+        return self.state_dir / ENV_FILE
+
+    @property
+    def replicas_path(self) -> Path:
+        return self.state_dir / REPLICAS_FILE
+
+    @property
+    def state_path(self) -> Path:
+        return self.state_dir / STATE_FILE
+
+    def _load_state(self) -> None:
+        if not self.state_path.exists():
+            return
+        self.state = json.loads(self.state_path.read_text())
+        self.log_dir = Path(self.state.get("log_dir", self.log_dir))
+        if "endpoints" in self.state:
+            self.endpoints = Endpoints(**self.state["endpoints"], master_key=self._read_env().get(
+                "LITELLM_MASTER_KEY", ""))
+
+    def _save_state(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state, indent=2))
+        os.replace(tmp, self.state_path)
+
+    def _read_env(self) -> dict[str, str]:
+        if not self.env_path.exists():
+            return {}
+        out = {}
+        for line in self.env_path.read_text().splitlines():
+            if "=" in line and not line.startswith("#"):
+                key, value = line.split("=", 1)
+                out[key] = value.strip("'")
+        return out
+
+    def _say(self, text: str) -> None:
+        if self._console is not None:
+            self._console.print(text, highlight=False)
+
+    # -- Docker access ------------------------------------------------------------------------------
+    def client(self) -> Any:
+        """The Docker SDK client; HarnessError (exit 2, one line) when no engine answers."""
+        if self._client is None:
+            client = self._client_factory()
+            try:
+                client.ping()
+            except Exception:  # noqa: BLE001 - any failure to reach the engine means the same to the user
+                raise no_engine_error() from None
+            self._client = client
+        return self._client
+
+    def compose_cmd(self) -> list[str]:
+        """`docker compose` (the CLI plugin), else a standalone `docker-compose` of Compose v2."""
+        if self._compose_cmd is None:
+            for cmd in (["docker", "compose"], ["docker-compose"]):
+                try:
+                    result = self._runner([*cmd, "version", "--short"])
+                except FileNotFoundError:
+                    continue
+                version = result.stdout.strip().lstrip("v")
+                if result.returncode == 0 and version[:1].isdigit() and int(version.split(".")[0]) >= 2:
+                    self._compose_cmd = cmd
+                    break
+            else:
+                raise HarnessError("Docker Compose v2 is not installed (neither `docker compose` nor a v2 "
+                                   "`docker-compose` answers)", "install the Compose plugin or use --backend local")
+        return self._compose_cmd
+
+    def compose_args(self, *args: str) -> list[str]:
+        files = ["-f", str(self.compose_file)]
+        if self.replicas_path.exists():
+            files += ["-f", str(self.replicas_path)]
+        return [*self.compose_cmd(), "-p", self.project, *files, "--env-file", str(self.env_path), *args]
+
+    def _compose(self, *args: str, what: str) -> subprocess.CompletedProcess[str]:
+        result = self._runner(self.compose_args(*args))
+        if result.returncode != 0:
+            raise StackError(f"`docker compose {' '.join(args)}` failed ({what}): {_last_lines(result.stderr)}",
+                             _hint(result.stderr))
+        return result
+
+    def containers(self, service: str | None = None, all_states: bool = True) -> list[Any]:
+        labels = [f"com.docker.compose.project={self.project}"]
+        if service is not None:
+            labels.append(f"com.docker.compose.service={service}")
+        return list(self.client().containers.list(all=all_states, filters={"label": labels}))
+
+    def container(self, service: str) -> Any:
+        found = self.containers(service)
+        if not found:
+            raise StackError(f"no container for service '{service}' in project {self.project}",
+                             "is the stack up? (`harness up --backend compose`)")
+        return found[0]
+
+    def is_running(self) -> bool:
+        try:
+            return any(c.status == "running" for c in self.containers())
+        except HarnessError:
+            return False
+
+    # -- up -----------------------------------------------------------------------------------------
+    def up(self, spec: StackSpec, console: Console | None = None) -> Endpoints:
+        self._console = console
+        self.client()            # no engine: one line, exit 2, nothing written yet
+        self.compose_cmd()
+        if self.containers():
+            raise HarnessError(f"Compose project {self.project} already has containers",
+                               f"run `harness down --name {self.name}` first, or use --reuse")
+        started = time.monotonic()
+        try:
+            return self._up(spec, started)
+        except BaseException:
+            self._say("[yellow]start-up failed: removing the Compose project[/]")
+            try:
+                self.save_logs()
+            except Exception:  # noqa: BLE001 - best effort
+                pass
+            try:
+                self.down()
+            except Exception:  # noqa: BLE001 - report the original error
+                pass
+            raise
+
+    def render(self, spec: StackSpec) -> dict[str, str]:
+        """Write compose.env, compose.replicas.yml and the configs; return the env (with the secret)."""
+        n = spec.replicas
+        stack_ports = ComposePorts.allocate(n, spec.base_port)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        run_dir = (spec.run_dir or self.state_dir / "logs").resolve()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir = run_dir
+        proxy_config, migrate_config = render_configs(spec)
+        proxy_path, migrate_path = run_dir / "proxy-config.yaml", self.state_dir / "proxy-config.migrate.yaml"
+        proxy_path.write_text(dump_config(proxy_config))
+        migrate_path.write_text(dump_config(migrate_config))
+        mock_path = self.state_dir / "mock-config.json"
+        mock_path.write_text(json.dumps(spec.mock_config or {}))
+        env = compose_env(spec, master_key=generate_master_key(), run_dir=run_dir, stack_ports=stack_ports,
+                          proxy_config=proxy_path, migrate_config=migrate_path, mock_config=mock_path)
+        write_env_file(self.env_path, env)
+        self.replicas_path.write_text(yaml.safe_dump(replicas_override(n, load_compose_file(self.compose_file)),
+                                                     sort_keys=False))
+        self.state = {"project": self.project, "version": spec.version, "replicas": n, "image": env["LITELLM_IMAGE"],
+                      "log_dir": str(run_dir), "ports": stack_ports.__dict__, "config_path": str(proxy_path)}
+        self._save_state()
+        return env
+
+    def _up(self, spec: StackSpec, started: float) -> Endpoints:
+        env = self.render(spec)
+        p = self.state["ports"]
+        timings: dict[str, float] = {}
+        self._say(f"docker compose up: project {self.project}, {spec.replicas} × {env['LITELLM_IMAGE']} …")
+        t0 = time.monotonic()
+        self._compose("up", "-d", "--build", "--remove-orphans", what="start the project")
+        timings["compose_up_s"] = time.monotonic() - t0
+        proxy_urls = [f"http://127.0.0.1:{port}" for port in p["proxies"]]
+        t0 = time.monotonic()
+        for i, url in enumerate(proxy_urls):
+            self._wait_proxy(i, url)
+        timings["proxies_s"] = time.monotonic() - t0
+        endpoints = Endpoints(
+            proxy_urls=proxy_urls,
+            redis_url=f"redis://127.0.0.1:{p['toxiproxy_redis']}/0",
+            redis_direct_url=f"redis://127.0.0.1:{p['redis']}/0",
+            postgres_dsn=f"postgresql://{POSTGRES_USER}:{POSTGRES_PASSWORD}@127.0.0.1:{p['postgres']}/{POSTGRES_DB}",
+            mock_url=f"http://127.0.0.1:{p['mock']}", master_key=env["LITELLM_MASTER_KEY"], version=spec.version,
+            backend=self.backend, redis_fault_url=f"http://127.0.0.1:{p['toxiproxy_api']}",
+            budget_id=DEFAULT_BUDGET_ID if spec.default_budget is not None else None,
+            redis_namespace=spec.litellm_settings.get("namespace"))
+        if spec.default_budget is not None:
+            self.create_default_budget(endpoints, spec.default_budget)
+        timings["total_s"] = time.monotonic() - started
+        self.state.update(endpoints=endpoints.public(), timings=timings)
+        self._save_state()
+        self.endpoints = endpoints
+        self._say(f"[green]stack '{self.name}' (compose) up in {timings['total_s']:.1f} s[/]")
+        return endpoints
+
+    def _healthy(self, url: str) -> bool:
+        try:
+            return self.http.get(f"{url}/health/liveliness", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _wait_proxy(self, index: int, url: str, deadline_s: float | None = None) -> float:
+        """Poll /health/liveliness until 200; fail fast when the container exited."""
+        deadline_s = PROXY_START_DEADLINE_S if deadline_s is None else deadline_s
+        service = proxy_service(index)
+        start = time.monotonic()
+        while True:
+            if self._healthy(url):
+                return time.monotonic() - start
+            container = self.container(service)
+            container.reload()
+            if container.status in ("exited", "dead"):
+                raise StackError(f"replica {index} ({service}) exited before it became healthy\n"
+                                 f"--- last lines of its log ---\n{_container_tail(container)}",
+                                 "see the log above")
+            if time.monotonic() - start > deadline_s:
+                raise StackError(f"replica {index} ({url}) not healthy after {deadline_s:.0f} s\n"
+                                 f"--- last lines of its log ---\n{_container_tail(container)}",
+                                 "see the log above (first start pulls the image and migrates the DB)")
+            time.sleep(self.poll_interval)
+
+    def create_default_budget(self, endpoints: Endpoints, max_budget: float,
+                              budget_id: str = DEFAULT_BUDGET_ID) -> None:
+        """POST /budget/new with the master key (the budget `max_end_user_budget_id` points at)."""
+        resp = self.http.post(f"{endpoints.proxy_urls[0]}/budget/new", timeout=30,
+                              json={"budget_id": budget_id, "max_budget": max_budget},
+                              headers={"Authorization": f"Bearer {endpoints.master_key}"})
+        if resp.status_code >= 300 and "already exists" not in resp.text and "Unique constraint" not in resp.text:
+            raise StackError(f"creating the default end-user budget failed: HTTP {resp.status_code} "
+                             f"{resp.text[:300]}", "see proxy-0.log")
+
+    # -- operations used by the nemesis -------------------------------------------------------------
+    def _require_up(self) -> Endpoints:
+        if self.endpoints is None:
+            raise HarnessError(f"stack '{self.name}' is not running", "start it with `harness up --backend compose`")
+        return self.endpoints
+
+    def kill_replica(self, index: int) -> None:
+        """SIGKILL the replica's container (restart policy "no": it stays down)."""
+        self._require_up()
+        self.container(proxy_service(index)).kill(signal="SIGKILL")
+
+    def restart_replica(self, index: int) -> float:
+        """Start the replica's container again (same host port); seconds until healthy."""
+        endpoints = self._require_up()
+        container = self.container(proxy_service(index))
+        container.reload()
+        if container.status == "running":
+            container.kill(signal="SIGKILL")
+            container.wait(timeout=30)
+        t0 = time.monotonic()
+        container.start()
+        self._wait_proxy(index, endpoints.proxy_urls[index])
+        return time.monotonic() - t0
+
+    def redis_fault(self, kind: str, **params: Any) -> None:
+        """Toxiproxy toxics on the proxies' Redis link: latency | timeout | reset | none.
+
+        params: latency_ms, jitter_ms (latency); direction: down (default) | up | both.
+        """
+        endpoints = self._require_up()
+        assert endpoints.redis_fault_url is not None
+        ToxiproxyControl(self.http, endpoints.redis_fault_url).set_fault(kind, **params)
+
+    def restart_redis(self, flush: bool = False) -> float:
+        """Stop Redis (no save on the way down) and start it from its last snapshot, or empty."""
+        self._require_up()
+        container = self.container("redis")
+        down_at = time.monotonic()
+        if flush:
+            _exec(container, ["rm", "-f", "/data/dump.rdb"])
+        container.restart(timeout=5)
+        deadline = time.monotonic() + 30
+        while _exec(container, ["redis-cli", "ping"], check=False).strip() != "PONG":
+            if time.monotonic() > deadline:
+                raise StackError("redis did not answer PING within 30 s of its restart", "see redis.log")
+            time.sleep(0.2)
+        return time.monotonic() - down_at
+
+    def snapshot_redis(self) -> None:
+        self._require_up()
+        _exec(self.container("redis"), ["redis-cli", "SAVE"])
+
+    def flush_redis(self) -> None:
+        self._require_up()
+        _exec(self.container("redis"), ["redis-cli", "FLUSHALL"])
+
+    # -- logs ---------------------------------------------------------------------------------------
+    def save_logs(self) -> dict[str, Path]:
+        """Write each container's log to `<log dir>/<service>.log` (proxy-0.log, redis.log, …)."""
+        out: dict[str, Path] = {}
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for container in self.containers():
+            service = container.labels.get("com.docker.compose.service", container.name)
+            number = container.labels.get("com.docker.compose.container-number", "1")
+            name = service if number == "1" else f"{service}-{number}"
+            path = self.log_dir / f"{name}.log"
+            path.write_bytes(container.logs(stdout=True, stderr=True, timestamps=True))
+            out[name] = path
+        return out
+
+    def logs(self) -> dict[str, Path]:
+        try:
+            return self.save_logs()
+        except HarnessError:
+            return {p.stem: p for p in sorted(self.log_dir.glob("*.log"))}
+
+    def processes(self) -> list[dict[str, Any]]:
+        """Container, image and state of each service (for meta.json)."""
+        return [{"name": c.labels.get("com.docker.compose.service", c.name), "container": c.name,
+                 "status": c.status, "image": ",".join(getattr(c.image, "tags", []) or [])}
+                for c in self.containers()]
+
+    # -- down ---------------------------------------------------------------------------------------
+    def down(self) -> int:
+        """`docker compose down -v`: containers, network and volumes removed; the env file (secret) deleted."""
+        if not self.state_path.exists() and not self.env_path.exists():
+            try:
+                leftovers = self.containers()
+            except HarnessError:
+                return 0      # nothing recorded and no engine: nothing can be running
+            if not leftovers:
+                return 0
+        count = len(self.containers())
+        try:
+            self.save_logs()
+        except Exception:  # noqa: BLE001 - logs are best effort on the way down
+            pass
+        if self.env_path.exists():
+            self._compose("down", "-v", "--remove-orphans", "--timeout", "10", what="stop the project")
+        else:
+            self._sdk_down()
+        if self.containers():
+            self._sdk_down()
+        for path in (self.env_path, self.replicas_path, self.state_path,
+                     self.state_dir / "proxy-config.migrate.yaml", self.state_dir / "mock-config.json"):
+            path.unlink(missing_ok=True)
+        self.state = {}
+        self.endpoints = None
+        return count
+
+    def _sdk_down(self) -> None:
+        """Remove the project's containers, volumes and networks by label (when the CLI cannot)."""
+        client = self.client()
+        label = {"label": [f"com.docker.compose.project={self.project}"]}
+        for container in self.containers():
+            container.remove(force=True, v=True)
+        for volume in client.volumes.list(filters=label):
+            volume.remove(force=True)
+        for network in client.networks.list(filters=label):
+            network.remove()
+
+
+class ToxiproxyControl:
+    """Toxiproxy's HTTP API, for the one proxy in front of Redis."""
+
+    def __init__(self, http: httpx.Client, url: str, proxy: str = TOXIPROXY_REDIS_PROXY) -> None:
+        self.http = http
+        self.url = url.rstrip("/")
+        self.proxy = proxy
+
+    def _check(self, resp: httpx.Response, what: str) -> None:
+        if resp.status_code >= 300:
+            raise StackError(f"toxiproxy: {what} failed: HTTP {resp.status_code} {resp.text[:200]}",
+                             "is the toxiproxy container up?")
+
+    def toxics(self) -> list[dict[str, Any]]:
+        resp = self.http.get(f"{self.url}/proxies/{self.proxy}/toxics")
+        self._check(resp, "list toxics")
+        return list(resp.json())
+
+    def clear(self) -> None:
+        for toxic in self.toxics():
+            resp = self.http.delete(f"{self.url}/proxies/{self.proxy}/toxics/{toxic['name']}")
+            self._check(resp, f"remove toxic {toxic['name']}")
+
+    def add(self, toxic_type: str, stream: str, attributes: dict[str, Any]) -> None:
+        body = {"name": f"harness_{toxic_type}_{stream}", "type": toxic_type, "stream": stream, "toxicity": 1.0,
+                "attributes": attributes}
+        resp = self.http.post(f"{self.url}/proxies/{self.proxy}/toxics", json=body)
+        self._check(resp, f"add toxic {body['name']}")
+
+    def set_fault(self, kind: str = "none", **params: Any) -> None:
+        """Replace whatever toxic is active by `kind`: latency | timeout | reset | none."""
+        if kind not in ("none", "latency", "timeout", "reset"):
+            raise HarnessError(f"redis fault kind must be latency, timeout, reset or none (got {kind!r})")
+        direction = str(params.get("direction", "down"))
+        streams = {"down": ["downstream"], "up": ["upstream"], "both": ["downstream", "upstream"]}.get(direction)
+        if streams is None:
+            raise HarnessError(f"redis fault direction must be down, up or both (got {direction!r})")
+        self.clear()
+        for stream in streams if kind != "none" else []:
+            if kind == "latency":
+                self.add("latency", stream, {"latency": int(float(params.get("latency_ms", 0) or 0)),
+                                             "jitter": int(float(params.get("jitter_ms", 0) or 0))})
+            elif kind == "timeout":     # data dropped, connections held open until the toxic goes
+                self.add("timeout", stream, {"timeout": 0})
+            else:                       # TCP RST on every connection
+                self.add("reset_peer", stream, {"timeout": 0})
+
+
+def _exec(container: Any, cmd: list[str], check: bool = True) -> str:
+    result = container.exec_run(cmd)
+    output = result.output.decode(errors="replace") if isinstance(result.output, bytes) else str(result.output)
+    if check and result.exit_code != 0:
+        raise StackError(f"`{' '.join(cmd)}` in {container.name} failed ({result.exit_code}): {output.strip()[:200]}")
+    return output
+
+
+def _container_tail(container: Any, lines: int = 25) -> str:
+    try:
+        data = container.logs(stdout=True, stderr=True, tail=lines)
+    except Exception:  # noqa: BLE001
+        return "(no log)"
+    return data.decode(errors="replace") if isinstance(data, bytes) else str(data)
+
+
+def _last_lines(text: str, lines: int = 8) -> str:
+    return "\n".join((text or "").strip().splitlines()[-lines:]) or "(no output)"
+
+
+def _hint(stderr: str) -> str:
+    low = (stderr or "").lower()
+    if "manifest unknown" in low or ("not found" in low and "litellm" in low):
+        return ("the LiteLLM image tag does not exist: set HARNESS_LITELLM_IMAGE (e.g. "
+                "ghcr.io/berriai/litellm:main-v{version}-stable) — see compose/README.md")
+    if "port is already allocated" in low or "address already in use" in low:
+        return "a host port was taken meanwhile: run again (ports are chosen anew)"
+    return "see the output above; `harness down --backend compose` cleans up"
+
+
+__all__ = ["ComposeStack", "ToxiproxyControl", "effective_model", "interpolate", "litellm_image", "project_name",
+           "render_configs", "replicas_override"]
