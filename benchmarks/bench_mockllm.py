@@ -1,6 +1,6 @@
 """Throughput of the mock LLM on one core, next to a minimal FastAPI + uvicorn server of the same endpoint.
 
-    .venv/bin/python benchmarks/bench_mockllm.py [--duration 10] [--conns 64] [--streams 400]
+    .venv/bin/python benchmarks/bench_mockllm.py [--duration 10] [--conns 64] [--streams 2000]
 
 Each server runs pinned to core 0 (`taskset -c 0`); the load tool (`wrk`, pinned to core 1) drives it over
 loopback: non-streaming chat completions with `--conns` keep-alive connections, then streaming ones with
@@ -166,7 +166,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--conns", type=int, default=64, help="connections for non-streaming requests")
-    parser.add_argument("--streams", type=int, default=400, help="concurrent streams")
+    parser.add_argument("--streams", type=int, default=2000, help="concurrent streams")
     parser.add_argument("--chunks", type=int, default=8)
     parser.add_argument("--chunk-delay", type=float, default=0.05)
     parser.add_argument("--no-wrk", action="store_true", help="use the aiohttp client process even if wrk exists")
