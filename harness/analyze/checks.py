@@ -1,0 +1,297 @@
+"""The three checks: phantom rejections, inflation over time, and the drain (conservation) check."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness.analyze.classify import BUDGET, DISCONNECT, OK
+from harness.analyze.context import RELEASE_GRACE_S, Context, holders
+from harness.analyze.truespend import count_overlapping
+
+REL_TOL = 1e-6     # float tolerance of the conservation check, relative to the true spend
+ABS_TOL = 1e-9
+
+
+def tolerance(true_high: np.ndarray | float) -> np.ndarray | float:
+    return ABS_TOL + REL_TOL * np.abs(true_high)
+
+
+# -- phantom rejections -------------------------------------------------------------------------------
+@dataclass
+class PhantomResult:
+    rejections: int                 # every failed request but our own walk-aways
+    budget_rejections: int
+    budget_rejections_end_user: int  # of those, naming an end user (the ones the check can judge)
+    wordings: dict[str, int]
+    status_codes: dict[str, int]    # of budget rejections
+    table: pd.DataFrame             # every budget rejection: t_rel, end_user, printed, true band, threshold, phantom
+    count: int = 0
+    affected_users: list[str] = field(default_factory=list)
+
+    def evidence(self, ctx: Context) -> dict[str, Any]:
+        ph = self.table.loc[self.table["phantom"]]
+        out: dict[str, Any] = {
+            "count": self.count,
+            "rejections": self.rejections,
+            "budget_rejections": self.budget_rejections,
+            "budget_rejections_naming_end_user": self.budget_rejections_end_user,
+            "share_of_rejections": _share(self.count, self.rejections),
+            "share_of_budget_rejections": _share(self.count, self.budget_rejections),
+            "wordings": self.wordings,
+            "budget_rejection_status_codes": self.status_codes,
+            "affected_end_users": len(self.affected_users),
+            "affected_end_users_sample": self.affected_users[:20],
+            "max_reservation": ctx.max_reservation,
+            "first": None,
+            "worst": None,
+        }
+        if len(ph):
+            out["first"] = _row(ph.loc[ph["t_rel"].idxmin()])
+            excess = ph["excess"]
+            out["worst"] = _row(ph.loc[excess.idxmax()]) if excess.notna().any() else None
+        return out
+
+
+def check_phantom(ctx: Context) -> PhantomResult:
+    r = ctx.requests
+    failed = r["cls"] != OK
+    rejections = int((failed & (r["cls"] != DISCONNECT)).sum())
+    b = r.loc[r["cls"] == BUDGET]
+    wordings = {k: int(v) for k, v in b["wording"].replace("", "unparsed").value_counts().items()}
+    status_codes = {str(int(k)) if pd.notna(k) else "none": int(v)
+                    for k, v in b["status"].value_counts(dropna=False).items()}
+    codes = b["code"].to_numpy()
+    t_start = b["t_start"].to_numpy(dtype=float)
+    t_end = b["t_end"].to_numpy(dtype=float, na_value=np.nan)
+    t_end = np.where(np.isnan(t_end), t_start, t_end)
+    # everything the proxy could have counted by the time it answered
+    low, high = ctx.spend.at(codes, t_end)
+    budget = np.where(codes >= 0, ctx.budget_by_code[np.maximum(codes, 0)], np.nan) if len(
+        ctx.users) else np.full(len(b), np.nan)
+    printed_budget = b["printed_budget"].to_numpy()
+    budget = np.where(np.isnan(budget), printed_budget, budget)
+    # reservations legitimately held at that moment: its own + one per request of that user in flight
+    h = holders(ctx)
+    h_end = h["t_end"].to_numpy(dtype=float, na_value=np.nan)
+    in_flight = count_overlapping(h["code"].to_numpy(), h["t_start"].to_numpy(dtype=float),
+                                  h_end + RELEASE_GRACE_S, codes, t_start, t_end, ctx.spend.t_ref)
+    per_res = np.minimum(ctx.max_reservation, np.nan_to_num(budget, nan=np.inf))
+    threshold = budget - (in_flight + 1) * per_res
+    judged = (codes >= 0) & ~np.isnan(budget) & (b["detail"].to_numpy() == "end_user")
+    phantom = judged & (high < threshold)
+    printed = b["printed_counter"].to_numpy()
+    table = pd.DataFrame({
+        "t_rel": t_start - ctx.t0, "end_user": ctx.names(codes),
+        "status": b["status"].to_numpy(), "wording": b["wording"].to_numpy(), "printed_counter": printed,
+        "printed_budget": printed_budget, "true_low": low, "true_high": high, "budget": budget,
+        "in_flight": in_flight, "threshold": threshold, "phantom": phantom, "excess": printed - high,
+    }, index=b.index)
+    affected = sorted(set(table.loc[table["phantom"], "end_user"].astype(str)))
+    return PhantomResult(rejections=rejections, budget_rejections=len(b),
+                         budget_rejections_end_user=int((b["detail"] == "end_user").sum()), wordings=wordings,
+                         status_codes=status_codes, table=table, count=int(phantom.sum()), affected_users=affected)
+
+
+# -- inflation over time ------------------------------------------------------------------------------
+@dataclass
+class InflationResult:
+    rounds: pd.DataFrame        # per sample round: t_rel, counter, db, true_low, true_high, counters
+    per_user: pd.DataFrame      # per sampled row: code, t_rel, counter, db, true_low, true_high
+    worst_users: list[int]      # codes, worst first
+    counters_observed: int
+    db_rows_observed: int
+    db_ahead: int               # rows where DB spend > true high bound (DB ahead of the truth: odd)
+    db_behind: int              # rows where DB spend < true low bound lagged by db_lag_s (missing spend)
+    db_behind_max: float
+
+    def evidence(self, ctx: Context) -> dict[str, Any]:
+        rd = self.rounds
+        out: dict[str, Any] = {"sample_rounds": len(rd), "counters_observed": self.counters_observed,
+                               "db_rows_observed": self.db_rows_observed, "db_lag_allowance_s": ctx.db_lag_s,
+                               "db_ahead_of_truth_rows": self.db_ahead, "db_behind_lagged_truth_rows": self.db_behind,
+                               "db_behind_lagged_truth_max": _f(self.db_behind_max)}
+        if len(rd) and rd["counter"].notna().any():
+            infl = rd["counter"] - rd["true_high"]
+            i = infl.idxmax()
+            out["total_max_counter_minus_true_high"] = {"value": _f(infl[i]), "t": _f(rd.at[i, "t_rel"])}
+            last = rd.iloc[-1]
+            out["total_final"] = {"t": _f(last["t_rel"]), "counter": _f(last["counter"]), "db": _f(last["db"]),
+                                  "true_low": _f(last["true_low"]), "true_high": _f(last["true_high"])}
+            cmd = rd["counter"] - rd["db"]
+            if cmd.notna().any():
+                j = cmd.idxmax()
+                out["total_max_counter_minus_db"] = {"value": _f(cmd[j]), "t": _f(rd.at[j, "t_rel"])}
+        pu = self.per_user
+        if len(pu) and pu["counter"].notna().any():
+            infl = pu["counter"] - pu["true_high"]
+            k = infl.idxmax()
+            out["user_max_counter_minus_true_high"] = {"value": _f(infl[k]), "t": _f(pu.at[k, "t_rel"]),
+                                                       "end_user": ctx.user(int(pu.at[k, "code"]))}
+        out["worst_end_users"] = [ctx.user(c) for c in self.worst_users]
+        return out
+
+
+def check_inflation(ctx: Context, worst_n: int = 3) -> InflationResult:
+    s = ctx.samples
+    codes = s["code"].to_numpy()
+    t = s["t"].to_numpy(dtype=float)
+    counter = s["redis_counter"].to_numpy(dtype=float, na_value=np.nan)
+    db = s["db_spend"].to_numpy(dtype=float, na_value=np.nan)
+    low, high = ctx.spend.at(codes, t)
+    lag_low, _ = ctx.spend.at(codes, t - ctx.db_lag_s)
+    per_user = pd.DataFrame({"code": codes, "t": t, "t_rel": t - ctx.t0, "sample": s["sample"].to_numpy(),
+                             "counter": counter, "db": db, "true_low": low, "true_high": high})
+    has_db = ~np.isnan(db)
+    db_ahead = int((has_db & (db > high + tolerance(high))).sum())
+    behind = np.where(has_db, lag_low - db, np.nan)
+    db_behind_mask = behind > tolerance(lag_low)
+    rounds = _rounds(ctx, per_user)
+    worst: list[int] = []
+    if np.isfinite(counter).any():
+        infl = pd.Series(counter - high).groupby(codes).max().dropna()
+        infl = infl[infl.index >= 0]
+        worst = [int(c) for c in infl.sort_values(ascending=False).index[:worst_n]]
+    return InflationResult(rounds=rounds, per_user=per_user, worst_users=worst,
+                           counters_observed=int(np.isfinite(counter).sum()), db_rows_observed=int(has_db.sum()),
+                           db_ahead=db_ahead, db_behind=int(db_behind_mask.sum()),
+                           db_behind_max=float(np.nanmax(behind)) if db_behind_mask.any() else 0.0)
+
+
+def _rounds(ctx: Context, per_user: pd.DataFrame) -> pd.DataFrame:
+    if not len(per_user):
+        return pd.DataFrame(columns=["t", "t_rel", "counter", "db", "counters", "true_low", "true_high"])
+    key = per_user["sample"].fillna(-1).to_numpy()
+    g = per_user.groupby(key, sort=True)
+    rounds = pd.DataFrame({"t": g["t"].mean(), "counter": g["counter"].sum(min_count=1),
+                           "db": g["db"].sum(min_count=1), "counters": g["counter"].count()})
+    rounds = rounds.sort_values("t").reset_index(drop=True)
+    rounds["t_rel"] = rounds["t"] - ctx.t0
+    lo, hi = ctx.spend.total_at(rounds["t"].to_numpy())
+    rounds["true_low"], rounds["true_high"] = lo, hi
+    return rounds
+
+
+# -- drain (conservation) check -----------------------------------------------------------------------
+@dataclass
+class DrainResult:
+    ran: bool
+    why_not: str = ""
+    t_sample: float | None = None          # seconds after load start of the last sample used
+    after_load_end_s: float | None = None
+    table: pd.DataFrame = field(default_factory=pd.DataFrame)   # per end user with a counter at the end
+    counters_absent: int = 0               # end users with true spend but no counter left to check
+
+    @property
+    def leaked(self) -> pd.DataFrame:
+        return self.table.loc[self.table["leak"]] if len(self.table) else self.table
+
+    def evidence(self, ctx: Context) -> dict[str, Any]:
+        out: dict[str, Any] = {"ran": self.ran, "tolerance": {"relative": REL_TOL, "absolute": ABS_TOL}}
+        if not self.ran:
+            out["why_not"] = self.why_not
+            out["leaked_users"] = 0
+            out["leaked_total"] = 0.0
+            return out
+        t = self.table
+        lk = self.leaked
+        out.update({
+            "t_sample": _f(self.t_sample), "after_load_end_s": _f(self.after_load_end_s),
+            "db_caught_up": bool(self.after_load_end_s is not None and self.after_load_end_s >= ctx.db_lag_s),
+            "users_checked": len(t), "counters_absent": self.counters_absent,
+            "leaked_users": len(lk), "leaked_total": _f(lk["leaked"].sum()) if len(lk) else 0.0,
+            "counter_total": _f(t["counter"].sum()) if len(t) else 0.0,
+            "db_total": _f(t["db"].sum()) if len(t) else 0.0,
+            "true_low_total": _f(t["true_low"].sum()) if len(t) else 0.0,
+            "true_high_total": _f(t["true_high"].sum()) if len(t) else 0.0,
+            "undercounted_users": int(t["undercount"].sum()) if len(t) else 0,
+            "db_below_true_low_users": int((t["db"] < t["true_low"] - tolerance(t["true_low"])).sum()) if len(t)
+            else 0,
+            "db_above_true_high_users": int((t["db"] > t["true_high"] + tolerance(t["true_high"])).sum()) if len(t)
+            else 0,
+            "first": None, "worst": None, "last": None,
+        })
+        if len(lk):
+            out["first"] = _row(lk.loc[lk["t_leak_from"].idxmin()]) if lk["t_leak_from"].notna().any() else None
+            out["worst"] = _row(lk.loc[lk["leaked"].idxmax()])
+            out["last"] = _row(lk.loc[lk["t_leak_from"].idxmax()]) if lk["t_leak_from"].notna().any() else None
+        return out
+
+
+def check_drain(ctx: Context, inflation: InflationResult) -> DrainResult:
+    pu = inflation.per_user
+    post = pu.loc[(pu["t"] >= ctx.t_load_end) & (pu["code"] >= 0)]
+    if not len(post):
+        why = "no samples after the load ended" if len(pu) else "no samples at all"
+        return DrainResult(ran=False, why_not=why)
+    last = post.sort_values("t", kind="stable").drop_duplicates("code", keep="last")
+    t_last = float(last["t"].max())
+    with_counter = last.loc[last["counter"].notna()].copy()
+    codes = with_counter["code"].to_numpy()
+    t = with_counter["t"].to_numpy()
+    h = holders(ctx)
+    in_flight = count_overlapping(h["code"].to_numpy(), h["t_start"].to_numpy(dtype=float),
+                                  h["t_end"].to_numpy(dtype=float, na_value=np.nan) + RELEASE_GRACE_S,
+                                  codes, t, t, ctx.spend.t_ref)
+    high = with_counter["true_high"].to_numpy()
+    low = with_counter["true_low"].to_numpy()
+    counter = with_counter["counter"].to_numpy()
+    allowance = tolerance(high) + in_flight * ctx.max_reservation
+    leak = counter > high + allowance
+    table = pd.DataFrame({
+        "code": codes, "end_user": ctx.names(codes), "t_rel": t - ctx.t0, "counter": counter,
+        "db": with_counter["db"].to_numpy(), "true_low": low, "true_high": high, "in_flight": in_flight,
+        "leaked": np.where(leak, counter - high, 0.0), "leak": leak,
+        "undercount": counter < low - tolerance(low),
+    })
+    table["t_leak_from"] = np.nan
+    if leak.any():
+        table.loc[leak, "t_leak_from"] = _leak_start(pu, codes[leak], ctx.t0)
+    # end users with true spend whose counter is gone (expired or never sampled after the load)
+    _, final_high = ctx.spend.final()
+    spent = set(np.flatnonzero(final_high > 0).tolist())
+    absent = len(spent - set(codes.tolist()))
+    return DrainResult(ran=True, t_sample=t_last - ctx.t0, after_load_end_s=t_last - ctx.t_load_end, table=table,
+                       counters_absent=absent)
+
+
+def _leak_start(pu: pd.DataFrame, codes: np.ndarray, t0: float) -> np.ndarray:
+    """Per leaked end user: start of the final run of samples with counter above the true high bound."""
+    rows = pu.loc[pu["code"].isin(codes)].sort_values("t", kind="stable")
+    above = (rows["counter"] - rows["true_high"]) > tolerance(rows["true_high"])
+    last_not = rows.loc[~above].groupby("code")["t"].max()
+    after = rows["t"].to_numpy() > rows["code"].map(last_not).fillna(-np.inf).to_numpy()
+    start = rows.loc[above.to_numpy() & after].groupby("code")["t"].min()
+    return (pd.Series(codes).map(start) - t0).to_numpy()
+
+
+# -- helpers -----------------------------------------------------------------------------------------
+def _share(a: int, b: int) -> float | None:
+    return round(a / b, 6) if b else None
+
+
+def _f(x: Any) -> float | None:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return None if not np.isfinite(v) else round(v, 9)
+
+
+def _row(row: pd.Series) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in row.items():
+        if k in ("code", "leak", "phantom", "undercount"):
+            continue
+        if isinstance(v, bool | np.bool_):
+            out[str(k)] = bool(v)
+        elif isinstance(v, int | np.integer):
+            out[str(k)] = int(v)
+        elif isinstance(v, float | np.floating):
+            out[str(k)] = _f(v)
+        else:
+            out[str(k)] = str(v)
+    return out

@@ -1,0 +1,145 @@
+"""Everything the checks share: end-user codes, the time axis, budgets, the true-spend index."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from harness.analyze.classify import BUDGET, classify_requests
+from harness.analyze.load import RunData
+from harness.analyze.truespend import SpendIndex, codes_for, ledger_spend, user_index
+
+DEFAULT_BATCH_WRITE_S = 10.0   # LiteLLM's proxy_batch_write_at default
+# The release after a success runs after the response is sent: a request still holds its reservation
+# for a moment after the client saw its end.
+RELEASE_GRACE_S = 2.0
+
+
+@dataclass
+class Context:
+    data: RunData
+    users: pd.Index
+    t0: float
+    t0_source: str
+    t_load_end: float
+    t_load_end_source: str
+    t_drain_end: float | None
+    requests: pd.DataFrame          # classified; plus code, t_rel
+    ledger: pd.DataFrame            # ledger_spend() rows; plus code
+    samples: pd.DataFrame           # plus code
+    spend: SpendIndex
+    budget_by_code: np.ndarray      # NaN: no budget known
+    max_reservation: float
+    db_lag_s: float                 # how far DB spend may legitimately trail the truth
+    warnings: list[str] = field(default_factory=list)
+
+    def rel(self, t: np.ndarray | pd.Series | float) -> np.ndarray | pd.Series | float:
+        return t - self.t0
+
+    def names(self, codes: np.ndarray) -> np.ndarray:
+        """End-user ids of codes ("" for -1)."""
+        codes = np.asarray(codes, dtype=np.int64)
+        if not len(self.users):
+            return np.full(len(codes), "", dtype=object)
+        names = self.users.to_numpy(dtype=object)[np.maximum(codes, 0)]
+        return np.where(codes >= 0, names, "")
+
+    def user(self, code: int) -> str:
+        return str(self.users[code]) if 0 <= code < len(self.users) else ""
+
+
+def build_context(data: RunData) -> Context:
+    scen = data.scenario
+    meta = data.meta
+    warnings = list(data.warnings)
+
+    ledger_rows = data.ledger
+    fault_ids: set[str] = set()
+    if len(ledger_rows):
+        outcome = ledger_rows["outcome"].astype(str)
+        fault_ids = set(ledger_rows.loc[outcome.str.startswith("fault"), "request_id"].astype(str)) - {""}
+    requests = classify_requests(data.requests, fault_ids)
+    ledger = ledger_spend(ledger_rows, scen, requests)
+    samples = data.samples
+
+    users = user_index(requests["end_user"], requests["budget_user"], ledger["end_user"], samples["end_user"])
+    req_code = codes_for(requests["end_user"], users)
+    named = requests["budget_user"].astype(str).to_numpy() != ""
+    if named.any():
+        named_codes = codes_for(requests.loc[named, "budget_user"], users)
+        req_code = req_code.copy()
+        req_code[np.flatnonzero(named)] = np.where(named_codes >= 0, named_codes, req_code[named])
+    requests["code"] = req_code
+    ledger["code"] = codes_for(ledger["end_user"], users)
+    samples["code"] = codes_for(samples["end_user"], users)
+
+    t_first = _nanmin(requests["t_start"].to_numpy(dtype=float, na_value=np.nan))
+    t0, t0_source = _meta_time(meta, "t_load_start"), "meta.t_load_start"
+    if t0 is None:
+        t0, t0_source = t_first, "first request"
+    if t0 is None:
+        t0 = _nanmin(np.r_[ledger["t"].to_numpy(dtype=float), samples["t"].to_numpy(dtype=float)])
+        t0_source = "first record"
+    if t0 is None:
+        t0, t0_source = 0.0, "none"
+    t_end = _meta_time(meta, "t_load_end")
+    t_end_source = "meta.t_load_end"
+    if t_end is None:
+        t_end = _nanmax(requests["t_end"].to_numpy(dtype=float, na_value=np.nan))
+        t_end = t_end if t_end is not None else _nanmax(requests["t_start"].to_numpy(dtype=float, na_value=np.nan))
+        t_end_source = "last request"
+        if t_end is None:
+            t_end, t_end_source = t0, "none"
+    requests["t_rel"] = requests["t_start"] - t0
+
+    t_ref = min(x for x in (t0, _nanmin(ledger["t"].to_numpy(dtype=float)), _nanmin(
+        samples["t"].to_numpy(dtype=float)), t_first) if x is not None) - 1.0
+    spend = SpendIndex.build(ledger["code"].to_numpy(), ledger["t"].to_numpy(dtype=float),
+                             ledger["low"].to_numpy(), ledger["high"].to_numpy(), len(users), t_ref)
+
+    budget = np.full(len(users), np.nan)
+    if scen.budget.default_max_budget is not None:
+        budget[:] = scen.budget.default_max_budget
+    if scen.budget.per_user:
+        pos = users.get_indexer(list(scen.budget.per_user))
+        vals = np.array(list(scen.budget.per_user.values()), dtype=float)
+        budget[pos[pos >= 0]] = vals[pos >= 0]
+
+    max_res = scen.max_reservation()
+    if len(ledger) and ledger["prompt_tokens"].max() > 0:
+        max_res = max(max_res, scen.max_reservation(int(ledger["prompt_tokens"].max())))
+
+    batch = float(scen.litellm_settings.proxy_batch_write_at or DEFAULT_BATCH_WRITE_S)
+    # the interval plus its jitter (up to about half the interval) plus a few seconds for the write itself
+    db_lag = 1.5 * batch + 5.0
+    return Context(data=data, users=users, t0=float(t0), t0_source=t0_source, t_load_end=float(t_end),
+                   t_load_end_source=t_end_source, t_drain_end=_meta_time(meta, "t_drain_end"),
+                   requests=requests, ledger=ledger, samples=samples, spend=spend, budget_by_code=budget,
+                   max_reservation=float(max_res), db_lag_s=db_lag, warnings=warnings)
+
+
+def holders(ctx: Context) -> pd.DataFrame:
+    """Requests that may hold a reservation while they run (everything but budget rejections)."""
+    r = ctx.requests
+    return r.loc[r["cls"] != BUDGET]
+
+
+def _meta_time(meta: dict, key: str) -> float | None:
+    value = meta.get(key)
+    try:
+        out = float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+    return out if out is not None and np.isfinite(out) else None
+
+
+def _nanmin(a: np.ndarray) -> float | None:
+    a = a[~np.isnan(a)] if len(a) else a
+    return float(a.min()) if len(a) else None
+
+
+def _nanmax(a: np.ndarray) -> float | None:
+    a = a[~np.isnan(a)] if len(a) else a
+    return float(a.max()) if len(a) else None

@@ -1,0 +1,208 @@
+"""Read a run folder into pandas frames, tolerating a run that was killed mid-write.
+
+Every CSV of the run folder is appended as it happens, so the last line of a killed run can be cut in the
+middle of a row (even in the middle of a quoted error text). Such a partial last line is dropped and
+counted in `RunData.warnings`; everything before it is analysed. Missing optional files give empty frames.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from harness import runfolder as rf
+from harness.errors import HarnessError
+from harness.scenario import Scenario, parse_scenario
+
+# Columns parsed as numbers (anything unparsable becomes NaN); the rest stay text.
+_NUMERIC: dict[str, tuple[str, ...]] = {
+    rf.REQUESTS_FILE: ("t_start", "t_end", "replica", "stream", "disconnect_after", "disconnected", "chunks",
+                       "status", "latency_s", "attempt"),
+    rf.LEDGER_FILE: ("t_start", "t_end", "stream", "prompt_tokens", "completion_tokens_promised",
+                     "completion_tokens_delivered", "chunks_sent"),
+    rf.SAMPLES_FILE: ("t", "sample", "redis_counter", "counter_ttl", "db_spend"),
+    rf.FAULTS_FILE: ("t",),
+    rf.MOCK_EVENTS_FILE: ("t",),
+}
+_COLUMNS: dict[str, tuple[str, ...]] = {
+    rf.REQUESTS_FILE: rf.REQUESTS_COLUMNS,
+    rf.LEDGER_FILE: rf.LEDGER_COLUMNS,
+    rf.SAMPLES_FILE: rf.SAMPLES_COLUMNS,
+    rf.FAULTS_FILE: rf.FAULTS_COLUMNS,
+    rf.MOCK_EVENTS_FILE: ("t",),
+}
+# A row without these is useless (e.g. a line cut before its time): dropped.
+_REQUIRED: dict[str, tuple[str, ...]] = {
+    rf.REQUESTS_FILE: ("t_start",),
+    rf.LEDGER_FILE: ("t_start",),
+    rf.SAMPLES_FILE: ("t",),
+    rf.FAULTS_FILE: ("t",),
+    rf.MOCK_EVENTS_FILE: (),
+}
+
+
+@dataclass
+class RunData:
+    run_dir: Path
+    scenario: Scenario
+    scenario_text: str
+    meta: dict[str, Any]
+    requests: pd.DataFrame
+    ledger: pd.DataFrame
+    samples: pd.DataFrame
+    faults: pd.DataFrame
+    mock_events: pd.DataFrame
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def version(self) -> str:
+        return str(self.meta.get("litellm_version") or self.scenario.litellm)
+
+
+def load_run(run_dir: Path) -> RunData:
+    """Load everything the analyzer needs; HarnessError (exit 2) when the folder is unusable."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise HarnessError(f"{run_dir}: no such run folder", "pass a folder under results/")
+    scen_path = run_dir / rf.SCENARIO_FILE
+    if not scen_path.is_file():
+        raise HarnessError(f"{scen_path}: missing (not a run folder, or the run died before it started)",
+                           "pass a folder written by `harness run`")
+    req_path = run_dir / rf.REQUESTS_FILE
+    if not req_path.is_file():
+        raise HarnessError(f"{req_path}: missing (the load never started)", "re-run the scenario")
+    scenario_text = scen_path.read_text(errors="replace")
+    try:
+        data = yaml.safe_load(scenario_text)
+    except yaml.YAMLError as exc:
+        raise HarnessError(f"{scen_path}: not valid YAML ({exc.__class__.__name__})",
+                           "the run folder is damaged; re-run the scenario") from None
+    scenario = parse_scenario(data, scen_path)
+
+    warnings: list[str] = []
+    meta = _read_meta(run_dir / rf.META_FILE, warnings)
+    frames = {name: read_csv_tolerant(run_dir / name, warnings, required=name == rf.REQUESTS_FILE)
+              for name in (rf.REQUESTS_FILE, rf.LEDGER_FILE, rf.SAMPLES_FILE, rf.FAULTS_FILE, rf.MOCK_EVENTS_FILE)}
+    return RunData(run_dir=run_dir, scenario=scenario, scenario_text=scenario_text, meta=meta,
+                   requests=frames[rf.REQUESTS_FILE], ledger=frames[rf.LEDGER_FILE],
+                   samples=frames[rf.SAMPLES_FILE], faults=frames[rf.FAULTS_FILE],
+                   mock_events=frames[rf.MOCK_EVENTS_FILE], warnings=warnings)
+
+
+def _read_meta(path: Path, warnings: list[str]) -> dict[str, Any]:
+    if not path.is_file():
+        warnings.append(f"{path.name} missing: times fall back to the request log")
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        warnings.append(f"{path.name} unreadable ({exc.__class__.__name__}): ignored")
+        return {}
+    if not isinstance(meta, dict):
+        warnings.append(f"{path.name} is not an object: ignored")
+        return {}
+    return meta
+
+
+def read_csv_tolerant(path: Path, warnings: list[str], required: bool = False) -> pd.DataFrame:
+    """Read one run-folder CSV; a cut last line is dropped, short rows are padded, bad numbers are NaN."""
+    name = path.name
+    columns = _COLUMNS.get(name)
+    if not path.is_file():
+        if required:
+            raise HarnessError(f"{path}: missing", "re-run the scenario")
+        return _empty(name, columns)
+    raw = path.read_bytes()
+    if not raw.strip():
+        return _empty(name, columns)
+    cut = 0
+    if not raw.endswith(b"\n"):
+        last_nl = raw.rfind(b"\n")
+        cut = 1
+        raw = raw[: last_nl + 1] if last_nl >= 0 else b""
+        if not raw:
+            return _empty(name, columns)
+    text_cols = [c for c in (columns or ()) if c not in _NUMERIC.get(name, ())]
+    dtype: dict[str, Any] = {c: str for c in text_cols}
+    if "end_user" in dtype:
+        dtype["end_user"] = "category"
+    try:
+        df = pd.read_csv(io.BytesIO(raw), dtype=dtype, on_bad_lines="skip", keep_default_na=False,
+                         na_values={c: [""] for c in _NUMERIC.get(name, ())}, low_memory=False)
+    except (pd.errors.ParserError, ValueError, UnicodeDecodeError):
+        df, dropped = _read_with_csv_module(raw)
+        cut += dropped
+    except pd.errors.EmptyDataError:
+        return _empty(name, columns)
+    if cut:
+        warnings.append(f"{name}: {cut} incomplete row(s) at the end dropped (partial run)")
+    if columns is not None:
+        for c in columns:
+            if c not in df.columns:
+                df[c] = np.nan if c in _NUMERIC.get(name, ()) else ""
+    for c in _NUMERIC.get(name, ()):
+        if c in df.columns and not pd.api.types.is_numeric_dtype(df[c]):
+            df[c] = pd.to_numeric(df[c], errors="coerce")
+    for c in text_cols:
+        if c in df.columns and c != "end_user":
+            col = df[c]
+            if col.isna().any():
+                col = col.fillna("")
+            if col.dtype != object:
+                col = col.astype(str)
+            df[c] = col
+    if "end_user" in df.columns:
+        eu = df["end_user"]
+        if not isinstance(eu.dtype, pd.CategoricalDtype):
+            eu = eu.astype(str).astype("category")
+        if eu.isna().any():
+            eu = eu.cat.add_categories([""]) if "" not in eu.cat.categories else eu
+            eu = eu.fillna("")
+        df["end_user"] = eu
+    req = [c for c in _REQUIRED.get(name, ()) if c in df.columns]
+    if req:
+        bad = df[req].isna().any(axis=1)
+        if bad.any():
+            warnings.append(f"{name}: {int(bad.sum())} row(s) without {'/'.join(req)} dropped")
+            df = df.loc[~bad].reset_index(drop=True)
+    return df
+
+
+def _read_with_csv_module(raw: bytes) -> tuple[pd.DataFrame, int]:
+    """Slow path: keep the rows with the header's field count; the last one may be a cut quoted field."""
+    text = raw.decode("utf-8", errors="replace")
+    rows: list[list[str]] = []
+    dropped = 0
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    header: list[str] | None = None
+    try:
+        for row in reader:
+            if header is None:
+                header = row
+                continue
+            if len(row) == len(header):
+                rows.append(row)
+            else:
+                dropped += 1
+    except csv.Error:
+        dropped += 1
+    if header is None:
+        return pd.DataFrame(), dropped
+    return pd.DataFrame(rows, columns=header).replace("", np.nan), dropped
+
+
+def _empty(name: str, columns: tuple[str, ...] | None) -> pd.DataFrame:
+    cols = columns or ()
+    numeric = _NUMERIC.get(name, ())
+    df = pd.DataFrame({c: pd.Series(dtype=float if c in numeric else object) for c in cols})
+    if "end_user" in df.columns:
+        df["end_user"] = df["end_user"].astype("category")
+    return df
