@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import psutil
@@ -22,6 +24,13 @@ def poll(fn: Callable[[], T], *, deadline_s: float, what: str, interval: float =
         time.sleep(interval)
         last = fn()
     return last
+
+
+def searchable_tmp(prefix: str) -> Path:
+    """A temporary folder PostgreSQL (run as user `postgres` when the tests run as root) can reach."""
+    path = Path(tempfile.mkdtemp(prefix=f"harness-{prefix}-"))
+    path.chmod(0o755)
+    return path
 
 
 def listening_ports(ports: list[int]) -> list[int]:

@@ -17,7 +17,7 @@ import redis
 from harness import litellm_env
 from harness.stack.base import StackSpec
 from harness.stack.local import LocalStack
-from tests.stack_helpers import descendants_of_recorded, listening_ports, poll
+from tests.stack_helpers import descendants_of_recorded, listening_ports, poll, searchable_tmp
 
 pytestmark = pytest.mark.e2e
 VERSION = "1.84.0"
@@ -32,7 +32,7 @@ def _require_env(version: str) -> None:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory):
     _require_env(VERSION)
-    state = tmp_path_factory.mktemp("state")
+    state = searchable_tmp("state")
     stack = LocalStack(name="e2e-stack", state_dir=state)
     spec = StackSpec(version=VERSION, replicas=2, default_budget=50.0, input_cost_per_token=IN_PRICE,
                      output_cost_per_token=OUT_PRICE, run_dir=tmp_path_factory.mktemp("run"),
@@ -82,8 +82,9 @@ def test_master_key_is_not_in_logs_or_config(stack) -> None:
     assert oct(secrets_file.stat().st_mode & 0o777) == "0o600"
 
 
-def test_down_leaves_no_process_and_no_port(tmp_path: Path) -> None:
+def test_down_leaves_no_process_and_no_port() -> None:
     _require_env(VERSION)
+    tmp_path = searchable_tmp("down")
     stack = LocalStack(name="e2e-down", state_dir=tmp_path / "state")
     stack.up(StackSpec(version=VERSION, replicas=1, run_dir=tmp_path / "run"))
     records = list(stack.group.records.values())
@@ -94,8 +95,9 @@ def test_down_leaves_no_process_and_no_port(tmp_path: Path) -> None:
     assert descendants_of_recorded([r.pgid for r in records]) == []
 
 
-def test_replica_that_fails_to_start_is_named_and_nothing_is_left(tmp_path: Path) -> None:
+def test_replica_that_fails_to_start_is_named_and_nothing_is_left() -> None:
     _require_env(VERSION)
+    tmp_path = searchable_tmp("broken")
     env = {**os.environ, "HARNESS_PROXY_EXTRA_ARGS": "--no-such-litellm-flag", "HARNESS_STATE_DIR": str(tmp_path)}
     proc = subprocess.run([sys.executable, "-m", "harness", "up", "--litellm", VERSION, "--replicas", "1",
                            "--name", "broken"], env=env, capture_output=True, text=True, timeout=300)
@@ -106,8 +108,9 @@ def test_replica_that_fails_to_start_is_named_and_nothing_is_left(tmp_path: Path
     assert state["processes"] == []
 
 
-def test_sigterm_during_up_leaves_nothing(tmp_path: Path) -> None:
+def test_sigterm_during_up_leaves_nothing() -> None:
     _require_env(VERSION)
+    tmp_path = searchable_tmp("sigterm")
     env = {**os.environ, "HARNESS_STATE_DIR": str(tmp_path)}
     proc = subprocess.Popen([sys.executable, "-m", "harness", "up", "--litellm", VERSION, "--replicas", "1",
                              "--name", "interrupted"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
