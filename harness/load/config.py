@@ -1,0 +1,109 @@
+"""`LoadConfig`: everything a Locust process needs, as a JSON file named by $HARNESS_LOAD_CONFIG.
+
+No secret is in it: the master key is read from `master_key_file` (mode 0600, outside the run folder).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_VAR = "HARNESS_LOAD_CONFIG"
+CONFIG_FILE = "load-config.json"
+
+
+@dataclass
+class LoadConfig:
+    run_dir: str
+    proxy_urls: list[str]
+    master_key_file: str | None
+    model: str = "mock-gpt"
+    end_users: list[str] = field(default_factory=lambda: ["eu-0000"])
+    pick: str = "uniform"                   # uniform | hot_set
+    hot_fraction: float = 0.05
+    hot_share: float = 0.8
+    replica_pick: str = "round_robin"       # round_robin | random (per request, like a load balancer)
+    path: str = "/chat/completions"
+    stream_share: float = 0.8
+    disconnect_share: float = 0.2           # of streaming requests
+    disconnect_after_chunks: tuple[int, int] = (1, 1)
+    disconnect_before_first_chunk_s: float | None = None
+    client_timeout_s: float = 30.0
+    max_tokens_choices: list[int | None] = field(default_factory=lambda: [256])
+    max_tokens_weights: list[float] | None = None
+    prompt_chars: tuple[int, int] = (40, 400)
+    retries_max: int = 0
+    retry_on_status: list[int] = field(default_factory=lambda: [429, 500, 502, 503])
+    retry_backoff_s: float = 0.5
+    wait_s: tuple[float, float] = (0.0, 0.2)
+    seed: int = 42
+    # the shape (used by the runner for the Locust command line / the LoadTestShape)
+    users: int = 50
+    spawn_rate: float = 50.0
+    duration_s: float = 60.0
+    stages: list[dict[str, float]] = field(default_factory=list)   # [{duration_s, users, spawn_rate}]
+    stop_timeout_s: float | None = None     # let in-flight requests finish at the end; None: client timeout
+
+    @classmethod
+    def from_scenario(cls, scenario: Any, endpoints: Any, run_dir: Path,
+                      master_key_file: Path | None = None) -> LoadConfig:
+        """Built from a Scenario and the stack's Endpoints. Without `master_key_file` the key is written to a
+        private 0600 temp file (removed by the runner's handle when Locust ends)."""
+        s, mix = scenario, scenario.mix
+        if master_key_file is None and endpoints.master_key:
+            master_key_file = write_key_file(endpoints.master_key)
+        return cls(
+            run_dir=str(run_dir), proxy_urls=list(endpoints.proxy_urls),
+            master_key_file=str(master_key_file) if master_key_file else None, model=s.model,
+            end_users=s.end_users.ids(), pick=s.end_users.pick, hot_fraction=s.end_users.hot_fraction,
+            hot_share=s.end_users.hot_share, stream_share=mix.stream_share, disconnect_share=mix.disconnect_share,
+            disconnect_after_chunks=tuple(mix.disconnect_after_chunks),
+            disconnect_before_first_chunk_s=mix.disconnect_before_first_chunk_s,
+            client_timeout_s=mix.client_timeout_s, max_tokens_choices=list(mix.max_tokens.choices),
+            max_tokens_weights=None if mix.max_tokens.weights is None else list(mix.max_tokens.weights),
+            prompt_chars=tuple(mix.prompt_chars), retries_max=mix.retries.max,
+            retry_on_status=list(mix.retries.on_status), retry_backoff_s=mix.retries.backoff_s,
+            wait_s=tuple(s.load.wait_s), seed=s.seed, users=s.load.users, spawn_rate=s.load.spawn_rate,
+            duration_s=s.load.duration_s, stages=[st.model_dump() for st in s.load.stages])
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> LoadConfig:
+        data = json.loads(text)
+        for key in ("disconnect_after_chunks", "prompt_chars", "wait_s"):
+            data[key] = tuple(data[key])
+        return cls(**data)
+
+    def write(self, path: Path) -> Path:
+        path.write_text(self.to_json())
+        return path
+
+    def master_key(self) -> str:
+        if not self.master_key_file:
+            return ""
+        return Path(self.master_key_file).read_text().strip()
+
+    @property
+    def planned_duration_s(self) -> float:
+        return sum(float(st["duration_s"]) for st in self.stages) if self.stages else self.duration_s
+
+
+def write_key_file(key: str) -> Path:
+    fd, name = tempfile.mkstemp(prefix="harness-master-key-")
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key)
+    return Path(name)
+
+
+def load_from_env() -> LoadConfig:
+    path = os.environ.get(ENV_VAR)
+    if not path:
+        raise RuntimeError(f"${ENV_VAR} must name a load config JSON file (harness.load.config.LoadConfig)")
+    return LoadConfig.from_json(Path(path).read_text())
