@@ -164,7 +164,8 @@ def measure(name: str, cmd: list[str], port: int, args: argparse.Namespace, work
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (the median is reported)")
     parser.add_argument("--conns", type=int, default=64, help="connections for non-streaming requests")
     parser.add_argument("--streams", type=int, default=2000, help="concurrent streams")
     parser.add_argument("--chunks", type=int, default=8)
@@ -177,32 +178,47 @@ def main() -> int:
         return 0
 
     tool = "wrk" if shutil.which("wrk") and not args.no_wrk else "aiohttp client process"
-    print(f"load tool: {tool} (core 1); servers pinned to core 0: {bool(pin(0))}; duration {args.duration:g} s; "
-          f"non-stream conns {args.conns}; streams {args.streams} x {args.chunks} chunks, {args.chunk_delay:g} s apart",
-          flush=True)
-    results: dict[str, dict[str, dict]] = {}
+    print(f"load tool: {tool} (core 1); servers pinned to core 0: {bool(pin(0))}; {args.rounds} rounds of "
+          f"{args.duration:g} s; non-stream conns {args.conns}; streams {args.streams} x {args.chunks} chunks, "
+          f"{args.chunk_delay:g} s apart; load average before: {os.getloadavg()[0]:.2f}", flush=True)
+    mock_name, base_name = "mockllm (aiohttp+uvloop)", "baseline (FastAPI+uvicorn)"
+    runs: dict[str, list[dict[str, dict]]] = {mock_name: [], base_name: []}
     with tempfile.TemporaryDirectory(prefix="bench-mockllm-") as tmp:
         workdir = Path(tmp)
-        port = free_port()
         config = {"stream": {"chunks": args.chunks, "chunk_delay_s": args.chunk_delay, "completion_tokens": 32}}
-        cmd = mock_command(sys.executable, port, workdir / "ledger.csv", workdir / "events.csv", 1, config)
-        results["mockllm (aiohttp+uvloop)"] = measure("mockllm", cmd, port, args, workdir)
-        rows = len((workdir / "ledger.csv").read_bytes().splitlines()) - 1
-        port = free_port()
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--serve-baseline", str(port), "--chunks",
-               str(args.chunks), "--chunk-delay", str(args.chunk_delay)]
-        results["baseline (FastAPI+uvicorn)"] = measure("baseline", cmd, port, args, workdir)
+        for i in range(args.rounds):  # alternate, so that other load on the machine hits both alike
+            port = free_port()
+            cmd = mock_command(sys.executable, port, workdir / f"ledger{i}.csv", workdir / f"events{i}.csv", 1,
+                               config)
+            runs[mock_name].append(measure("mockllm", cmd, port, args, workdir))
+            port = free_port()
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--serve-baseline", str(port), "--chunks",
+                   str(args.chunks), "--chunk-delay", str(args.chunk_delay)]
+            runs[base_name].append(measure("baseline", cmd, port, args, workdir))
+            print(f"round {i + 1}: " + "; ".join(
+                f"{name.split()[0]} {r[-1]['non-stream']['rps']:.0f} req/s, {r[-1]['stream']['rps']:.0f} streams/s"
+                for name, r in runs.items()), flush=True)
+        rows = len((workdir / "ledger0.csv").read_bytes().splitlines()) - 1
 
-    print(f"\n{'server':28} {'mode':11} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    results = {name: {mode: _median([r[mode] for r in rs]) for mode in ("non-stream", "stream")}
+               for name, rs in runs.items()}
+    print(f"\nmedian of {args.rounds} rounds")
+    print(f"{'server':28} {'mode':11} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
     for name, res in results.items():
         for mode, r in res.items():
             print(f"{name:28} {mode:11} {r['rps']:9.0f} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f} {r['errors']:7.0f}")
-    mock, base = results["mockllm (aiohttp+uvloop)"], results["baseline (FastAPI+uvicorn)"]
+    mock, base = results[mock_name], results[base_name]
     ideal = args.streams / ((args.chunks - 1) * args.chunk_delay)
     print(f"\nspeed-up non-stream: {mock['non-stream']['rps'] / base['non-stream']['rps']:.2f}x; "
           f"stream: {mock['stream']['rps'] / base['stream']['rps']:.2f}x "
-          f"(streams/s if the server added no delay: {ideal:.0f}); mock ledger rows written: {rows}")
+          f"(streams/s if the server added no delay: {ideal:.0f}); mock ledger rows in round 1: {rows}; "
+          f"load average after: {os.getloadavg()[0]:.2f}")
     return 0
+
+
+def _median(results: list[dict[str, float]]) -> dict[str, float]:
+    ordered = sorted(results, key=lambda r: r["rps"])
+    return ordered[len(ordered) // 2]
 
 
 if __name__ == "__main__":
