@@ -81,7 +81,7 @@ def check_phantom(ctx: Context) -> PhantomResult:
                                   h_end + RELEASE_GRACE_S, codes, t_start, t_end, ctx.spend.t_ref)
     per_res = np.minimum(ctx.max_reservation, np.nan_to_num(budget, nan=np.inf))
     threshold = budget - (in_flight + 1) * per_res
-    judged = (codes >= 0) & ~np.isnan(budget) & (b["detail"].to_numpy() == "end_user")
+    judged = (codes >= 0) & ~np.isnan(budget) & (b["detail"].to_numpy() == "end_user") & (t_end <= ctx.ledger_horizon)
     phantom = judged & (high < threshold)
     printed = b["printed_counter"].to_numpy()
     table = pd.DataFrame({
@@ -229,6 +229,9 @@ def check_drain(ctx: Context, inflation: InflationResult) -> DrainResult:
         return DrainResult(ran=False, why_not=why)
     last = post.sort_values("t", kind="stable").drop_duplicates("code", keep="last")
     t_last = float(last["t"].max())
+    if t_last > ctx.ledger_horizon:
+        return DrainResult(ran=False, why_not=f"ledger.csv was cut at {ctx.ledger_horizon - ctx.t0:.1f} s: the true "
+                           "spend at the end is unknown")
     with_counter = last.loc[last["counter"].notna()].copy()
     codes = with_counter["code"].to_numpy()
     t = with_counter["t"].to_numpy()

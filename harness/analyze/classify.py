@@ -72,10 +72,10 @@ def classify_requests(requests: pd.DataFrame, fault_request_ids: set[str] | None
             w2 = ex["u2"].notna().to_numpy()
             wording[b_idx[w1]] = WORDING_RESERVATION
             wording[b_idx[w2]] = WORDING_READ_TIME
-            user = ex["u1"].fillna(ex["u2"]).fillna("").to_numpy(dtype=object)
-            budget_user[b_idx] = user
-            printed_counter[b_idx] = pd.to_numeric(ex["x1"].fillna(ex["x2"]), errors="coerce").to_numpy()
-            printed_budget[b_idx] = pd.to_numeric(ex["y1"].fillna(ex["y2"]), errors="coerce").to_numpy()
+            budget_user[b_idx] = np.where(w1, ex["u1"].to_numpy(dtype=object),
+                                          np.where(w2, ex["u2"].to_numpy(dtype=object), ""))
+            printed_counter[b_idx] = np.where(w1, _num(ex["x1"]), _num(ex["x2"]))
+            printed_budget[b_idx] = np.where(w1, _num(ex["y1"]), _num(ex["y2"]))
             detail[b_idx] = np.where(w1 | w2, "end_user", "other_entity")
     cls[budget_mask] = BUDGET
 
@@ -107,3 +107,7 @@ def classify_requests(requests: pd.DataFrame, fault_request_ids: set[str] | None
     df["printed_counter"] = printed_counter
     df["printed_budget"] = printed_budget
     return df
+
+
+def _num(col: pd.Series) -> np.ndarray:
+    return pd.to_numeric(col, errors="coerce").to_numpy(dtype=float, na_value=np.nan)

@@ -10,11 +10,15 @@ import pandas as pd
 from harness.analyze.classify import BUDGET, classify_requests
 from harness.analyze.load import RunData
 from harness.analyze.truespend import SpendIndex, codes_for, ledger_spend, user_index
+from harness.runfolder import LEDGER_FILE
 
 DEFAULT_BATCH_WRITE_S = 10.0   # LiteLLM's proxy_batch_write_at default
 # The release after a success runs after the response is sent: a request still holds its reservation
 # for a moment after the client saw its end.
 RELEASE_GRACE_S = 2.0
+# The mock appends a ledger row when a call ends and flushes about every second: a cut ledger is complete
+# only up to a little before its last row.
+LEDGER_FLUSH_S = 2.0
 
 
 @dataclass
@@ -33,6 +37,7 @@ class Context:
     budget_by_code: np.ndarray      # NaN: no budget known
     max_reservation: float
     db_lag_s: float                 # how far DB spend may legitimately trail the truth
+    ledger_horizon: float           # the ledger is complete up to here (inf unless ledger.csv was cut)
     warnings: list[str] = field(default_factory=list)
 
     def rel(self, t: np.ndarray | pd.Series | float) -> np.ndarray | pd.Series | float:
@@ -111,13 +116,20 @@ def build_context(data: RunData) -> Context:
     if len(ledger) and ledger["prompt_tokens"].max() > 0:
         max_res = max(max_res, scen.max_reservation(int(ledger["prompt_tokens"].max())))
 
+    horizon = float("inf")
+    if LEDGER_FILE in data.truncated:
+        last = _nanmax(ledger["t"].to_numpy(dtype=float))
+        horizon = (last if last is not None else t0) - LEDGER_FLUSH_S
+        warnings.append(f"ledger.csv was cut {horizon - t0 + LEDGER_FLUSH_S:.1f} s after load start: rejections "
+                        "after that are not judged and the drain check cannot run")
     batch = float(scen.litellm_settings.proxy_batch_write_at or DEFAULT_BATCH_WRITE_S)
     # the interval plus its jitter (up to about half the interval) plus a few seconds for the write itself
     db_lag = 1.5 * batch + 5.0
     return Context(data=data, users=users, t0=float(t0), t0_source=t0_source, t_load_end=float(t_end),
                    t_load_end_source=t_end_source, t_drain_end=_meta_time(meta, "t_drain_end"),
                    requests=requests, ledger=ledger, samples=samples, spend=spend, budget_by_code=budget,
-                   max_reservation=float(max_res), db_lag_s=db_lag, warnings=warnings)
+                   max_reservation=float(max_res), db_lag_s=db_lag, ledger_horizon=horizon,
+                   warnings=warnings)
 
 
 def holders(ctx: Context) -> pd.DataFrame:

@@ -61,6 +61,7 @@ class RunData:
     faults: pd.DataFrame
     mock_events: pd.DataFrame
     warnings: list[str] = field(default_factory=list)
+    truncated: set[str] = field(default_factory=set)   # files whose last row was cut (a killed run)
 
     @property
     def version(self) -> str:
@@ -88,13 +89,15 @@ def load_run(run_dir: Path) -> RunData:
     scenario = parse_scenario(data, scen_path)
 
     warnings: list[str] = []
+    truncated: set[str] = set()
     meta = _read_meta(run_dir / rf.META_FILE, warnings)
-    frames = {name: read_csv_tolerant(run_dir / name, warnings, required=name == rf.REQUESTS_FILE)
+    frames = {name: read_csv_tolerant(run_dir / name, warnings, required=name == rf.REQUESTS_FILE,
+                                      truncated=truncated)
               for name in (rf.REQUESTS_FILE, rf.LEDGER_FILE, rf.SAMPLES_FILE, rf.FAULTS_FILE, rf.MOCK_EVENTS_FILE)}
     return RunData(run_dir=run_dir, scenario=scenario, scenario_text=scenario_text, meta=meta,
                    requests=frames[rf.REQUESTS_FILE], ledger=frames[rf.LEDGER_FILE],
                    samples=frames[rf.SAMPLES_FILE], faults=frames[rf.FAULTS_FILE],
-                   mock_events=frames[rf.MOCK_EVENTS_FILE], warnings=warnings)
+                   mock_events=frames[rf.MOCK_EVENTS_FILE], warnings=warnings, truncated=truncated)
 
 
 def _read_meta(path: Path, warnings: list[str]) -> dict[str, Any]:
@@ -112,7 +115,8 @@ def _read_meta(path: Path, warnings: list[str]) -> dict[str, Any]:
     return meta
 
 
-def read_csv_tolerant(path: Path, warnings: list[str], required: bool = False) -> pd.DataFrame:
+def read_csv_tolerant(path: Path, warnings: list[str], required: bool = False,
+                      truncated: set[str] | None = None) -> pd.DataFrame:
     """Read one run-folder CSV; a cut last line is dropped, short rows are padded, bad numbers are NaN."""
     name = path.name
     columns = _COLUMNS.get(name)
@@ -144,6 +148,8 @@ def read_csv_tolerant(path: Path, warnings: list[str], required: bool = False) -
         return _empty(name, columns)
     if cut:
         warnings.append(f"{name}: {cut} incomplete row(s) at the end dropped (partial run)")
+        if truncated is not None:
+            truncated.add(name)
     if columns is not None:
         for c in columns:
             if c not in df.columns:

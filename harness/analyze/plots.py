@@ -78,6 +78,11 @@ def _legend(ax: Axes, handles: list, below: bool = False) -> None:
         ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, framealpha=0.9)
 
 
+def _save(fig: plt.Figure, path: Path) -> None:
+    fig.savefig(path, dpi=DPI, pil_kwargs={"compress_level": 2})
+    plt.close(fig)
+
+
 def _mark_load_end(ax: Axes, ctx: Context) -> None:
     x = ctx.t_load_end - ctx.t0
     ax.axvline(x, color="black", lw=1.2, ls=":", zorder=1)
@@ -150,8 +155,7 @@ def plot_inflation(ctx: Context, infl: InflationResult, phantom: PhantomResult, 
             _mark_load_end(ax, ctx)
             ax.set_xlim(left=min(0.0, float(rd["t_rel"].min()) if len(rd) else 0.0))
             _legend(ax, ax.get_legend_handles_labels()[0] + fault_handles)
-        fig.savefig(path, dpi=DPI)
-        plt.close(fig)
+        _save(fig, path)
 
 
 def plot_rejections(ctx: Context, phantom: PhantomResult, path: Path) -> None:
@@ -162,8 +166,7 @@ def plot_rejections(ctx: Context, phantom: PhantomResult, path: Path) -> None:
         t = r["t_rel"].to_numpy(dtype=float)
         if not len(t):
             ax.text(0.5, 0.5, "no requests", transform=ax.transAxes, ha="center", fontsize=14)
-            fig.savefig(path, dpi=DPI)
-            plt.close(fig)
+            _save(fig, path)
             return
         t_max = max(float(np.nanmax(t)), ctx.t_load_end - ctx.t0)
         t_min = min(0.0, float(np.nanmin(t)))
@@ -185,8 +188,8 @@ def plot_rejections(ctx: Context, phantom: PhantomResult, path: Path) -> None:
             counts, _ = np.histogram(t[mask], bins=edges)
             rate = counts / width
             if counts.any():
-                ax.bar(edges[:-1], rate, width=width, bottom=bottom, align="edge", color=color,
-                       label=f"{label} ({int(mask.sum()):,})", lw=0)
+                ax.stairs(bottom + rate, edges, baseline=bottom.copy(), fill=True, color=color, lw=0,
+                          label=f"{label} ({int(mask.sum()):,})")
                 bottom += rate
         ax.set_ylabel("rejections / s")
         ax.set_xlabel(f"seconds after load start ({ctx.t0_source})")
@@ -212,8 +215,7 @@ def plot_rejections(ctx: Context, phantom: PhantomResult, path: Path) -> None:
         n_rej = phantom.rejections
         ax.set_title(f"Rejections by class over time ({n_rej:,} rejections of {len(r):,} requests; "
                      f"bins of {width:g} s)")
-        fig.savefig(path, dpi=DPI)
-        plt.close(fig)
+        _save(fig, path)
 
 
 def plot_drain(ctx: Context, drain: DrainResult, path: Path) -> None:
@@ -255,5 +257,4 @@ def plot_drain(ctx: Context, drain: DrainResult, path: Path) -> None:
                 ax.set_xlabel("counter − true spend (high bound) per end user ($)")
                 ax.set_ylabel("end users")
                 ax.set_title(f"No leaked reservations after the drain ({after}; {len(t):,} counters checked)")
-        fig.savefig(path, dpi=DPI)
-        plt.close(fig)
+        _save(fig, path)
