@@ -57,3 +57,25 @@ class RowWriter:
     def close(self) -> None:
         self.flush()
         self._out.close()
+
+
+def merge_requests(parts: list[Path], out: Path) -> int:
+    """Concatenate requests.csv files of several machines (remote workers) into `out`, ordered by t_start.
+
+    Returns the rows written. Every part must have the REQUESTS_COLUMNS header.
+    """
+    import csv
+
+    rows: list[dict[str, str]] = []
+    for part in parts:
+        with open(part, newline="") as fh:
+            reader = csv.DictReader(fh)
+            if tuple(reader.fieldnames or ()) != REQUESTS_COLUMNS:
+                raise ValueError(f"{part}: not a requests.csv (header {reader.fieldnames})")
+            rows.extend(reader)
+    rows.sort(key=lambda r: float(r["t_start"] or 0))
+    with open(out, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=REQUESTS_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return len(rows)
