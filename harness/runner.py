@@ -194,7 +194,8 @@ def _experiment(scenario: Scenario, stack: Any, endpoints: Endpoints, run_dir: P
     from harness.procs import ProcessGroup
     from harness.sampler import Sampler
 
-    group = ProcessGroup(run_dir / ".load-state")
+    # Locust is recorded in the stack's own state file when it has one, so `harness down` finds it too.
+    group = getattr(stack, "group", None) or ProcessGroup(run_dir / ".load-state")
     sampler = Sampler(endpoints.redis_direct_url, endpoints.postgres_dsn, run_dir, scenario.sampling.interval_s,
                       namespace=endpoints.redis_namespace)
     nemesis = Nemesis(scenario.faults, stack, endpoints, run_dir)
@@ -220,7 +221,9 @@ def _experiment(scenario: Scenario, stack: Any, endpoints: Endpoints, run_dir: P
         if callable(stop):
             stop()
     finally:
-        group.stop_all(timeout=30)
+        if handle.poll() is None:
+            handle.stop()
+        group.stop(handle.name, timeout=10)
         nemesis.stop()
     t_load_end = time.time()
     meta.update(t_load_end=t_load_end, status="drain", load_exit_code=handle.poll())

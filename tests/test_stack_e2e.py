@@ -36,7 +36,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
     stack = LocalStack(name="e2e-stack", state_dir=state)
     spec = StackSpec(version=VERSION, replicas=2, default_budget=50.0, input_cost_per_token=IN_PRICE,
                      output_cost_per_token=OUT_PRICE, run_dir=tmp_path_factory.mktemp("run"),
-                     litellm_settings={"use_redis_transaction_buffer": True})
+                     litellm_settings={"use_redis_transaction_buffer": True, "proxy_batch_write_at": 5})
     endpoints = stack.up(spec)
     records = list(stack.group.records.values())
     yield stack, endpoints, records

@@ -18,6 +18,7 @@ class StackSpec:
     default_budget: float | None = 50.0
     base_port: int | None = None
     model: str = "mock-gpt"
+    upstream_model: str = "gpt-4o-mini"   # what the deployment calls the model at the mock
     input_cost_per_token: float = 0.000001
     output_cost_per_token: float = 0.00001
     max_output_tokens: int | None = None
@@ -35,7 +36,7 @@ class StackSpec:
         mock = {"stream": {"chunks": s.mock.chunks, "chunk_delay_s": s.mock.chunk_delay_s,
                            "first_token_delay_s": s.mock.first_token_delay_s,
                            "completion_tokens": s.mock.default_completion_tokens},
-                "faults": dict(s.mock.faults), "models": [s.model]}
+                "faults": dict(s.mock.faults), "models": [s.model, "gpt-4o-mini"]}
         return cls(
             version=s.litellm, replicas=s.replicas, default_budget=s.budget.default_max_budget,
             model=s.model, input_cost_per_token=s.pricing.input_cost_per_token,

@@ -27,7 +27,9 @@ def render_proxy_config(spec: StackSpec, *, mock_api_base: str, redis_host: str,
     """The proxy config as a dict (write it with `dump_config`)."""
     settings = dict(spec.litellm_settings)
     litellm_params: dict[str, Any] = {
-        "model": f"openai/{spec.model}",
+        # LiteLLM forwards the body `user` field only to a model it knows as an OpenAI chat model, so the
+        # deployment names a real one (its own prices below replace the cost map's) served by the mock.
+        "model": f"openai/{spec.upstream_model}",
         "api_base": mock_api_base,
         "api_key": MOCK_API_KEY,
         "input_cost_per_token": spec.input_cost_per_token,
@@ -65,6 +67,8 @@ def render_proxy_config(spec: StackSpec, *, mock_api_base: str, redis_host: str,
         "database_url": "os.environ/DATABASE_URL",
         "use_redis_transaction_buffer": bool(settings.get("use_redis_transaction_buffer", True)),
         "disable_prisma_schema_update": True,
+        # x-harness-request-id (and the end-user headers) reach the mock, so its ledger joins requests.csv
+        "forward_client_headers_to_llm_api": True,
     }
     if settings.get("disable_budget_reservation") is not None:
         general_settings["disable_budget_reservation"] = bool(settings["disable_budget_reservation"])
