@@ -100,6 +100,7 @@ def test_locust_run_rows_disconnects_and_budget_text(fakes: tuple[list[str], lis
         if row["stream"] == "1":
             assert entry["stream_options"] == {"include_usage": True}
     assert {r["replica"] for r in rows} == {"0", "1"}                    # spread over the replicas
+    assert not [r for r in rows if r["error_type"] == "stopped"]         # the end of the run cut nothing
     assert len({entry["prompt"] for entry in seen.values()}) == len({r["request_id"] for r in rows})
     assert {entry["max_tokens"] for entry in seen.values()} == {None, 64}
 
@@ -175,5 +176,6 @@ def test_stop_early_with_two_processes(fakes: tuple[list[str], list[Path], Path]
     rows = _rows(run)                               # header once, no torn lines across the two workers
     assert len(rows) >= 40 and all(None not in r.values() and len(r) == len(REQUESTS_COLUMNS) for r in rows)
     assert all(len(r["request_id"]) == 32 for r in rows)
+    assert not [r for r in rows if r["error_type"] == "stopped"]     # stopping never cuts a request
     assert (run / "locust_stats.csv").exists() and (run / "locust.html").exists()
     assert LiveStats(run).poll()["requests"] == len(rows)
