@@ -98,7 +98,7 @@ def _progress_table(scenario: Scenario, t_start: float, planned: float, stats: d
     table.add_row(f"requests {stats.get('requests', 0):>7}   ok {stats.get('ok', 0):>7}",
                   f"budget rejections {stats.get('budget_rejections', 0):>6}   errors {stats.get('errors', 0):>6}")
     gap = "–" if max_gap is None else f"${max_gap:,.4f}"
-    table.add_row("max (Redis counter − DB spend)", gap)
+    table.add_row("largest Redis counter − DB spend (one end user)", gap)
     return table
 
 
@@ -212,7 +212,7 @@ def _experiment(scenario: Scenario, stack: Any, endpoints: Endpoints, run_dir: P
         with Live(console=console, refresh_per_second=2, transient=False) as display:
             while handle.poll() is None:
                 display.update(_progress_table(scenario, t_load_start, planned, live.poll(), "load",
-                                               getattr(sampler, "max_gap", None)))
+                                               getattr(sampler, "max_counter_minus_db", None)))
                 time.sleep(0.5)
     except (KeyboardInterrupt, Interrupted):
         interrupted = True

@@ -163,6 +163,8 @@ class Sampler:
         self.last_error: str | None = None
         self.last_duration_s: float | None = None
         self.max_gap: float | None = None
+        # the latest sample's largest (Redis counter − DB spend) over end users, for the progress display
+        self.max_counter_minus_db: float | None = None
         self._last_t: float | None = None
         self._redis = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2)
         self._conn: psycopg.Connection[Any] | None = None
@@ -200,12 +202,17 @@ class Sampler:
                 return 0
             seq, ts = self.samples, repr(t)
             rows: list[tuple[object, ...]] = []
+            worst: float | None = None
             for user in sorted(counters.keys() | db.keys()):   # SAMPLES_COLUMNS order
                 c = counters.get(user)
+                if c is not None and c[0] is not None:
+                    gap_usd = float(c[0]) - float(db.get(user) or 0.0)
+                    worst = gap_usd if worst is None else max(worst, gap_usd)
                 rows.append((ts, seq, user, _num(c[0]) if c else "", _num(c[1]) if c else "", _num(db.get(user))))
             if rows:
                 self._appender().append_rows(rows)
             self.samples += 1
+            self.max_counter_minus_db = worst
             if self._last_t is not None:
                 gap = t - self._last_t
                 self.max_gap = gap if self.max_gap is None else max(self.max_gap, gap)
