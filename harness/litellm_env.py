@@ -145,10 +145,19 @@ class LiteLLMEnv:
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
         })
-        if engine_mode() == "standin":
+        if self.engine == "standin":
             env["PRISMA_QUERY_ENGINE_BINARY"] = str(standin_query_engine())
             env["PRISMA_SCHEMA_ENGINE_BINARY"] = str(standin_schema_engine())
+        else:  # native: the engines `prisma generate` downloaded next to the generated client
+            for var in ("PRISMA_QUERY_ENGINE_BINARY", "PRISMA_SCHEMA_ENGINE_BINARY"):
+                env.pop(var, None)
         return env
+
+    @property
+    def engine(self) -> str:
+        """The engine this environment was built for ('standin' or 'native')."""
+        recorded = self.info().get("engine")
+        return str(recorded) if recorded in ("standin", "native") else engine_mode()
 
 
 # -- build -----------------------------------------------------------------------------------------
@@ -190,13 +199,17 @@ def _build_lock(version: str) -> Iterator[None]:
 def ensure(version: str, console: Console | None = None) -> LiteLLMEnv:
     """Build the environment of `version`, or reuse it when it is ready."""
     spec = resolve(version)
+    mode = engine_mode()
     env = _env_for(spec.version)
-    if env.is_ready():
+    if env.is_ready() and env.engine == mode:
         return env
     console = console or Console(stderr=True)
     with _build_lock(spec.version):
-        if env.is_ready():  # built by someone else while we waited
-            return env
+        if env.is_ready():
+            if env.engine == mode:  # built by someone else while we waited
+                return env
+            console.print(f"LiteLLM {spec.version}: cached environment was built for the {env.engine} Prisma "
+                          f"engine, {ENGINE_MODE_VAR}={mode}: rebuilding", highlight=False)
         _Builder(env, spec.pip_requirements(), console).build()
     return env
 

@@ -675,12 +675,25 @@ async function main() {
     try { await pool.end(); } catch { /* ignore */ }
     process.exit(code);
   };
-  process.on('SIGINT', () => shutdown('SIGINT'));
-  process.on('SIGTERM', () => shutdown('SIGTERM'));
-  process.on('SIGHUP', () => shutdown('SIGHUP'));
-
   // Exit with the parent: poll for re-parenting; watch stdin only when it is a pipe or socket.
   const parent = process.ppid;
+  const parentAlive = () => process.ppid === parent && parent !== 1;
+  // SIGINT is how Prisma Client Python stops its engine: stop now. SIGTERM usually comes to the whole
+  // process group (the harness stopping a proxy): keep serving while the parent finishes its own
+  // shutdown (else LiteLLM sees its engine die and spawns a new one), but no longer than 5 s.
+  let termAt = 0;
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGHUP', () => shutdown('SIGHUP'));
+  process.on('SIGTERM', () => {
+    if (!parentAlive() || termAt) { shutdown('SIGTERM'); return; }
+    termAt = Date.now();
+    const timer = setInterval(() => {
+      if (!parentAlive() || Date.now() - termAt > 5000) {
+        clearInterval(timer);
+        shutdown(parentAlive() ? 'SIGTERM (parent still alive after 5 s)' : 'SIGTERM (parent exited)');
+      }
+    }, 50);
+  });
   setInterval(() => {
     if (process.ppid !== parent) shutdown(`parent ${parent} exited`);
   }, 500).unref();
