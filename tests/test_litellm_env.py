@@ -287,3 +287,90 @@ def test_engine_launcher_answers_version_like_the_native_engine() -> None:
                           timeout=10)
     assert proc.returncode == 0
     assert proc.stdout.strip() == f"query-engine {litellm_env.PRISMA_ENGINE_VERSION}"
+
+
+# -- the stand-in process's lifetime (node + wasm; no database needed to start) -------------------
+def _standin_env(tmp_path: Path) -> dict[str, str]:
+    import os
+
+    schema = tmp_path / "schema.prisma"
+    schema.write_text('datasource client {\n  provider = "postgresql"\n  url = env("DATABASE_URL")\n}\n'
+                      "model A {\n  id String @id\n}\n")
+    env = dict(os.environ)
+    env.update(PRISMA_DML_PATH=str(schema), DATABASE_URL="postgresql://nobody@127.0.0.1:1/none")
+    return env
+
+
+def _needs_engine() -> None:
+    if shutil.which("node") is None or not (engine_dir() / "node_modules").is_dir():
+        pytest.skip("engine stand-in not installed (make engine)")
+
+
+def _wait_status(port: int, proc: subprocess.Popen[bytes]) -> None:
+    from harness.procs import http_ok, wait_until
+
+    wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/status"), deadline_s=30, what="engine stand-in",
+               still_alive=lambda: proc.poll() is None)
+
+
+def _wait_gone(pid: int, seconds: float) -> bool:
+    import psutil
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_standin_binds_loopback_and_exits_when_stdin_closes(tmp_path: Path) -> None:
+    import psutil
+
+    from harness.ports import free_port
+
+    _needs_engine()
+    port = free_port()
+    proc = subprocess.Popen([str(engine_dir() / "query-engine"), "-p", str(port), "--enable-metrics",
+                             "--enable-raw-queries"], stdin=subprocess.PIPE, env=_standin_env(tmp_path),
+                            start_new_session=True)
+    try:
+        _wait_status(port, proc)
+        listening = [c.laddr for c in psutil.Process(proc.pid).net_connections(kind="inet")
+                     if c.status == psutil.CONN_LISTEN]
+        assert listening and all(addr.ip == "127.0.0.1" for addr in listening), listening
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_standin_exits_when_its_parent_dies(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    import psutil
+
+    from harness.ports import free_port
+    from harness.procs import stop_group
+
+    _needs_engine()
+    port = free_port()
+    parent = subprocess.Popen(["bash", "-c", f'"$0" -p {port} & wait', str(engine_dir() / "query-engine")],
+                              stdin=subprocess.DEVNULL, env=_standin_env(tmp_path), start_new_session=True)
+    try:
+        _wait_status(port, parent)
+        kids = psutil.Process(parent.pid).children(recursive=True)
+        assert kids
+        os.kill(parent.pid, signal.SIGKILL)  # the parent only, not its group
+        parent.wait()
+        for kid in kids:
+            assert _wait_gone(kid.pid, 10), f"stand-in {kid.pid} outlived its parent"
+    finally:
+        stop_group(parent.pid, timeout=5)
