@@ -292,7 +292,7 @@ class _Builder:
 
     def _install(self) -> None:
         uv = self._uv()
-        self._say(f"creating the venv and installing {' '.join(self.requirements)} (uv)")
+        self._say(f"creating the venv and installing {' '.join(self.requirements)} with uv")
         base_python = getattr(sys, "_base_executable", None) or sys.executable
         self._run("uv venv", [uv, "venv", "--quiet", "--python", base_python, str(self.env.venv)],
                   env=self._tool_env())
@@ -383,10 +383,18 @@ class _StepFailed(Exception):
         lines = [ln.strip(" │╰─▶×\t") for ln in self.output.splitlines()]
         lines = [ln for ln in lines if ln]
         if self.step == "uv pip install":
-            # uv: "× No solution found when resolving dependencies:" then "╰─▶ Because …".
-            because = [ln for ln in lines if ln.startswith("Because")]
-            if because:
-                return "no solution: " + " ".join(because[0].split())
+            # uv: "× No solution found when resolving dependencies:" then "╰─▶ Because …" wrapped over
+            # several indented lines.
+            for i, ln in enumerate(lines):
+                if ln.startswith("Because"):
+                    paragraph = [ln]
+                    for more in lines[i + 1:]:
+                        if more.startswith(("Because", "hint:", "And because")) or more.endswith(":"):
+                            break
+                        paragraph.append(more)
+                        if more.endswith("."):
+                            break
+                    return "no solution: " + " ".join(" ".join(paragraph).split())
             errors = [ln for ln in lines if ln.lower().startswith(("error", "failed", "caused by"))]
             if errors:
                 return " ".join(errors[-1].split())
@@ -397,7 +405,7 @@ class _StepFailed(Exception):
         if len(text) > 400:
             text = text[:397] + "..."
         if self.step == "uv pip install":
-            return f"LiteLLM {version} cannot be installed (uv could not install litellm[proxy]=={version}): {text}"
+            return f"LiteLLM {version} cannot be installed (uv could not resolve or install it): {text}"
         return f"LiteLLM {version}: {self.step} failed: {text}"
 
 
