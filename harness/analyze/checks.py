@@ -98,9 +98,31 @@ def check_phantom(ctx: Context) -> PhantomResult:
 
 # -- inflation over time ------------------------------------------------------------------------------
 @dataclass
+class SampleRows:
+    """samples.csv with the true-spend band at each row, as plain arrays (1 M rows: no DataFrame copies)."""
+
+    code: np.ndarray
+    t: np.ndarray
+    sample: np.ndarray
+    counter: np.ndarray     # NaN: the key did not exist
+    db: np.ndarray          # NaN: no DB row
+    low: np.ndarray
+    high: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    def frame(self, idx: np.ndarray, t0: float) -> pd.DataFrame:
+        """A DataFrame of the rows `idx` (indices or a boolean mask)."""
+        return pd.DataFrame({"code": self.code[idx], "t": self.t[idx], "t_rel": self.t[idx] - t0,
+                             "counter": self.counter[idx], "db": self.db[idx], "true_low": self.low[idx],
+                             "true_high": self.high[idx]})
+
+
+@dataclass
 class InflationResult:
-    rounds: pd.DataFrame        # per sample round: t_rel, counter, db, true_low, true_high, counters
-    per_user: pd.DataFrame      # per sampled row: code, t_rel, counter, db, true_low, true_high
+    rounds: pd.DataFrame        # per sample round: t, t_rel, counter, db, counters, true_low, true_high
+    rows: SampleRows            # every sampled row with its true-spend band
     worst_users: list[int]      # codes, worst first
     counters_observed: int
     db_rows_observed: int
@@ -125,12 +147,12 @@ class InflationResult:
             if cmd.notna().any():
                 j = cmd.idxmax()
                 out["total_max_counter_minus_db"] = {"value": _f(cmd[j]), "t": _f(rd.at[j, "t_rel"])}
-        pu = self.per_user
-        if len(pu) and pu["counter"].notna().any():
-            infl = pu["counter"] - pu["true_high"]
-            k = infl.idxmax()
-            out["user_max_counter_minus_true_high"] = {"value": _f(infl[k]), "t": _f(pu.at[k, "t_rel"]),
-                                                       "end_user": ctx.user(int(pu.at[k, "code"]))}
+        r = self.rows
+        if self.counters_observed:
+            infl = r.counter - r.high
+            k = int(np.nanargmax(infl))
+            out["user_max_counter_minus_true_high"] = {"value": _f(infl[k]), "t": _f(r.t[k] - ctx.t0),
+                                                       "end_user": ctx.user(int(r.code[k]))}
         out["worst_end_users"] = [ctx.user(c) for c in self.worst_users]
         return out
 
@@ -143,31 +165,43 @@ def check_inflation(ctx: Context, worst_n: int = 3) -> InflationResult:
     db = s["db_spend"].to_numpy(dtype=float, na_value=np.nan)
     low, high = ctx.spend.at(codes, t)
     lag_low, _ = ctx.spend.at(codes, t - ctx.db_lag_s)
-    per_user = pd.DataFrame({"code": codes, "t": t, "t_rel": t - ctx.t0, "sample": s["sample"].to_numpy(),
-                             "counter": counter, "db": db, "true_low": low, "true_high": high})
+    rows = SampleRows(code=codes, t=t, sample=s["sample"].to_numpy(dtype=float, na_value=np.nan), counter=counter,
+                      db=db, low=low, high=high)
     has_db = ~np.isnan(db)
     db_ahead = int((has_db & (db > high + tolerance(high))).sum())
     behind = np.where(has_db, lag_low - db, np.nan)
     db_behind_mask = behind > tolerance(lag_low)
-    rounds = _rounds(ctx, per_user)
+    has_counter = ~np.isnan(counter)
     worst: list[int] = []
-    if np.isfinite(counter).any():
-        infl = pd.Series(counter - high).groupby(codes).max().dropna()
-        infl = infl[infl.index >= 0]
+    if has_counter.any():
+        keep = has_counter & (codes >= 0)
+        infl = pd.Series((counter - high)[keep]).groupby(codes[keep]).max()
         worst = [int(c) for c in infl.sort_values(ascending=False).index[:worst_n]]
-    return InflationResult(rounds=rounds, per_user=per_user, worst_users=worst,
-                           counters_observed=int(np.isfinite(counter).sum()), db_rows_observed=int(has_db.sum()),
+    return InflationResult(rounds=_rounds(ctx, rows), rows=rows, worst_users=worst,
+                           counters_observed=int(has_counter.sum()), db_rows_observed=int(has_db.sum()),
                            db_ahead=db_ahead, db_behind=int(db_behind_mask.sum()),
                            db_behind_max=float(np.nanmax(behind)) if db_behind_mask.any() else 0.0)
 
 
-def _rounds(ctx: Context, per_user: pd.DataFrame) -> pd.DataFrame:
-    if not len(per_user):
+def _rounds(ctx: Context, rows: SampleRows) -> pd.DataFrame:
+    """Sum over end users per sample round (rounds without a number are grouped by their second)."""
+    if not len(rows):
         return pd.DataFrame(columns=["t", "t_rel", "counter", "db", "counters", "true_low", "true_high"])
-    key = per_user["sample"].fillna(-1).to_numpy()
-    g = per_user.groupby(key, sort=True)
-    rounds = pd.DataFrame({"t": g["t"].mean(), "counter": g["counter"].sum(min_count=1),
-                           "db": g["db"].sum(min_count=1), "counters": g["counter"].count()})
+    key = np.where(np.isnan(rows.sample), -1.0 - np.floor(rows.t - ctx.t0), rows.sample)
+    _, inv = np.unique(key, return_inverse=True)
+    n = int(inv.max()) + 1
+    size = np.bincount(inv, minlength=n)
+    has_c = ~np.isnan(rows.counter)
+    has_d = ~np.isnan(rows.db)
+    n_c = np.bincount(inv, weights=has_c, minlength=n)
+    n_d = np.bincount(inv, weights=has_d, minlength=n)
+    rounds = pd.DataFrame({
+        "t": np.bincount(inv, weights=rows.t - ctx.t0, minlength=n) / size + ctx.t0,
+        "counter": np.where(n_c > 0, np.bincount(inv, weights=np.where(has_c, rows.counter, 0.0), minlength=n),
+                            np.nan),
+        "db": np.where(n_d > 0, np.bincount(inv, weights=np.where(has_d, rows.db, 0.0), minlength=n), np.nan),
+        "counters": n_c.astype(int),
+    })
     rounds = rounds.sort_values("t").reset_index(drop=True)
     rounds["t_rel"] = rounds["t"] - ctx.t0
     lo, hi = ctx.spend.total_at(rounds["t"].to_numpy())
@@ -222,10 +256,10 @@ class DrainResult:
 
 
 def check_drain(ctx: Context, inflation: InflationResult) -> DrainResult:
-    pu = inflation.per_user
-    post = pu.loc[(pu["t"] >= ctx.t_load_end) & (pu["code"] >= 0)]
+    rows = inflation.rows
+    post = rows.frame((rows.t >= ctx.t_load_end) & (rows.code >= 0), ctx.t0)
     if not len(post):
-        why = "no samples after the load ended" if len(pu) else "no samples at all"
+        why = "no samples after the load ended" if len(rows) else "no samples at all"
         return DrainResult(ran=False, why_not=why)
     last = post.sort_values("t", kind="stable").drop_duplicates("code", keep="last")
     t_last = float(last["t"].max())
@@ -252,7 +286,7 @@ def check_drain(ctx: Context, inflation: InflationResult) -> DrainResult:
     })
     table["t_leak_from"] = np.nan
     if leak.any():
-        table.loc[leak, "t_leak_from"] = _leak_start(pu, codes[leak], ctx.t0)
+        table.loc[leak, "t_leak_from"] = _leak_start(rows, codes[leak]) - ctx.t0
     # end users with true spend whose counter is gone (expired or never sampled after the load)
     _, final_high = ctx.spend.final()
     spent = set(np.flatnonzero(final_high > 0).tolist())
@@ -261,14 +295,18 @@ def check_drain(ctx: Context, inflation: InflationResult) -> DrainResult:
                        counters_absent=absent)
 
 
-def _leak_start(pu: pd.DataFrame, codes: np.ndarray, t0: float) -> np.ndarray:
-    """Per leaked end user: start of the final run of samples with counter above the true high bound."""
-    rows = pu.loc[pu["code"].isin(codes)].sort_values("t", kind="stable")
-    above = (rows["counter"] - rows["true_high"]) > tolerance(rows["true_high"])
-    last_not = rows.loc[~above].groupby("code")["t"].max()
-    after = rows["t"].to_numpy() > rows["code"].map(last_not).fillna(-np.inf).to_numpy()
-    start = rows.loc[above.to_numpy() & after].groupby("code")["t"].min()
-    return (pd.Series(codes).map(start) - t0).to_numpy()
+def _leak_start(rows: SampleRows, codes: np.ndarray) -> np.ndarray:
+    """Per leaked end user: start of the final run of samples with the counter above the true high bound."""
+    sel = np.flatnonzero(np.isin(rows.code, codes))
+    order = sel[np.lexsort((rows.t[sel], rows.code[sel]))]
+    code, t = rows.code[order], rows.t[order]
+    above = (rows.counter[order] - rows.high[order]) > tolerance(rows.high[order])   # NaN counter: False
+    starts = np.flatnonzero(np.r_[True, code[1:] != code[:-1]])
+    group = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(code)]))
+    last_not = np.maximum.reduceat(np.where(above, -np.inf, t), starts)
+    first_after = np.minimum.reduceat(np.where(above & (t > last_not[group]), t, np.inf), starts)
+    start_by_code = dict(zip(code[starts].tolist(), first_after.tolist(), strict=True))
+    return np.array([start_by_code.get(int(c), np.nan) for c in codes], dtype=float)
 
 
 # -- helpers -----------------------------------------------------------------------------------------

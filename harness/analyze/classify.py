@@ -44,8 +44,8 @@ def classify_requests(requests: pd.DataFrame, fault_request_ids: set[str] | None
     n = len(df)
     status = df["status"].to_numpy(dtype=float, na_value=np.nan)
     disconnected = df["disconnected"].to_numpy(dtype=float, na_value=np.nan) == 1
-    err_type = df["error_type"].astype(str).to_numpy()
-    text = df["error_text"].astype(str)
+    err_type = df["error_type"].to_numpy(dtype=object)
+    text = df["error_text"]
     is_2xx = (status >= 200) & (status < 300)
     ok = is_2xx & (err_type == "") & ~disconnected
 
@@ -58,7 +58,7 @@ def classify_requests(requests: pd.DataFrame, fault_request_ids: set[str] | None
     printed_budget = np.full(n, np.nan)
 
     failed_idx = np.flatnonzero(~ok)
-    has_text = (text.to_numpy()[failed_idx] != "") if n else np.zeros(0, dtype=bool)
+    has_text = (text.to_numpy(dtype=object)[failed_idx] != "") if n else np.zeros(0, dtype=bool)
     cand_idx = failed_idx[has_text]
     budget_mask = np.zeros(n, dtype=bool)
     if len(cand_idx):
@@ -86,7 +86,8 @@ def classify_requests(requests: pd.DataFrame, fault_request_ids: set[str] | None
 
     upstream = np.zeros(n, dtype=bool)
     if fault_request_ids and rest.any():
-        upstream |= rest & df["request_id"].astype(str).isin(fault_request_ids).to_numpy()
+        idx = np.flatnonzero(rest)
+        upstream[idx[df["request_id"].iloc[idx].isin(fault_request_ids).to_numpy()]] = True
     text_rest_idx = np.flatnonzero(rest & ~upstream & (status > 0))
     if len(text_rest_idx):
         hit = text.iloc[text_rest_idx].str.contains(UPSTREAM_TEXT).to_numpy()

@@ -9,7 +9,7 @@ import pandas as pd
 
 from harness.analyze.classify import BUDGET, classify_requests
 from harness.analyze.load import RunData
-from harness.analyze.truespend import SpendIndex, codes_for, ledger_spend, user_index
+from harness.analyze.truespend import SpendIndex, encode_users, ledger_spend
 from harness.runfolder import LEDGER_FILE
 
 DEFAULT_BATCH_WRITE_S = 10.0   # LiteLLM's proxy_batch_write_at default
@@ -63,22 +63,21 @@ def build_context(data: RunData) -> Context:
     ledger_rows = data.ledger
     fault_ids: set[str] = set()
     if len(ledger_rows):
-        outcome = ledger_rows["outcome"].astype(str)
-        fault_ids = set(ledger_rows.loc[outcome.str.startswith("fault"), "request_id"].astype(str)) - {""}
+        oc_codes, oc_uniques = pd.factorize(ledger_rows["outcome"].astype(object), use_na_sentinel=False)
+        is_fault = np.array([str(u).startswith("fault") for u in oc_uniques], dtype=bool)
+        if is_fault.any():
+            fault_ids = set(ledger_rows["request_id"].to_numpy(dtype=object)[is_fault[oc_codes]].tolist()) - {""}
     requests = classify_requests(data.requests, fault_ids)
     ledger = ledger_spend(ledger_rows, scen, requests)
     samples = data.samples
 
-    users = user_index(requests["end_user"], requests["budget_user"], ledger["end_user"], samples["end_user"])
-    req_code = codes_for(requests["end_user"], users)
-    named = requests["budget_user"].astype(str).to_numpy() != ""
-    if named.any():
-        named_codes = codes_for(requests.loc[named, "budget_user"], users)
-        req_code = req_code.copy()
-        req_code[np.flatnonzero(named)] = np.where(named_codes >= 0, named_codes, req_code[named])
+    users, (req_code, named_codes, ledger_code, sample_code) = encode_users(
+        [requests["end_user"], requests["budget_user"], ledger["end_user"], samples["end_user"]])
+    # a budget message names the end user it judged: trust it over the id we sent
+    req_code = np.where(named_codes >= 0, named_codes, req_code)
     requests["code"] = req_code
-    ledger["code"] = codes_for(ledger["end_user"], users)
-    samples["code"] = codes_for(samples["end_user"], users)
+    ledger["code"] = ledger_code
+    samples["code"] = sample_code
 
     t_first = _nanmin(requests["t_start"].to_numpy(dtype=float, na_value=np.nan))
     t0, t0_source = _meta_time(meta, "t_load_start"), "meta.t_load_start"

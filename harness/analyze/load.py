@@ -39,6 +39,14 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
     rf.FAULTS_FILE: rf.FAULTS_COLUMNS,
     rf.MOCK_EVENTS_FILE: ("t",),
 }
+# Columns the analyzer uses (others are not parsed: speed).
+_USED: dict[str, tuple[str, ...]] = {
+    rf.REQUESTS_FILE: ("t_start", "t_end", "end_user", "stream", "disconnected", "status", "error_type",
+                       "error_text", "request_id"),
+    rf.LEDGER_FILE: ("t_start", "t_end", "request_id", "end_user", "stream", "prompt_tokens",
+                     "completion_tokens_promised", "completion_tokens_delivered", "outcome"),
+    rf.SAMPLES_FILE: ("t", "sample", "end_user", "redis_counter", "db_spend"),
+}
 # A row without these is useless (e.g. a line cut before its time): dropped.
 _REQUIRED: dict[str, tuple[str, ...]] = {
     rf.REQUESTS_FILE: ("t_start",),
@@ -134,15 +142,20 @@ def read_csv_tolerant(path: Path, warnings: list[str], required: bool = False,
         raw = raw[: last_nl + 1] if last_nl >= 0 else b""
         if not raw:
             return _empty(name, columns)
-    text_cols = [c for c in (columns or ()) if c not in _NUMERIC.get(name, ())]
-    dtype: dict[str, Any] = {c: str for c in text_cols}
-    if "end_user" in dtype:
-        dtype["end_user"] = "category"
+    header = next(csv.reader([raw[: raw.find(b"\n")].decode("utf-8", errors="replace")]), [])
+    columns = _USED.get(name, columns)
+    usecols = [c for c in header if c in columns] if columns is not None else None
+    numeric = _NUMERIC.get(name, ())
+    text_cols = [c for c in (columns or ()) if c not in numeric]
     try:
-        df = pd.read_csv(io.BytesIO(raw), dtype=dtype, on_bad_lines="skip", keep_default_na=False,
-                         na_values={c: [""] for c in _NUMERIC.get(name, ())}, low_memory=False)
+        # end_user stays text (object): a categorical dtype here is slower than factorising later
+        df = pd.read_csv(io.BytesIO(raw), usecols=usecols, dtype={c: str for c in text_cols},
+                         on_bad_lines="skip", keep_default_na=False, na_values={c: [""] for c in numeric},
+                         float_precision="legacy", low_memory=False)
     except (pd.errors.ParserError, ValueError, UnicodeDecodeError):
         df, dropped = _read_with_csv_module(raw)
+        if usecols is not None:
+            df = df[[c for c in usecols if c in df.columns]]
         cut += dropped
     except pd.errors.EmptyDataError:
         return _empty(name, columns)
@@ -153,26 +166,18 @@ def read_csv_tolerant(path: Path, warnings: list[str], required: bool = False,
     if columns is not None:
         for c in columns:
             if c not in df.columns:
-                df[c] = np.nan if c in _NUMERIC.get(name, ()) else ""
-    for c in _NUMERIC.get(name, ()):
+                df[c] = np.nan if c in numeric else ""
+    for c in numeric:
         if c in df.columns and not pd.api.types.is_numeric_dtype(df[c]):
             df[c] = pd.to_numeric(df[c], errors="coerce")
     for c in text_cols:
-        if c in df.columns and c != "end_user":
+        if c in df.columns:
             col = df[c]
             if col.isna().any():
                 col = col.fillna("")
             if col.dtype != object:
                 col = col.astype(str)
             df[c] = col
-    if "end_user" in df.columns:
-        eu = df["end_user"]
-        if not isinstance(eu.dtype, pd.CategoricalDtype):
-            eu = eu.astype(str).astype("category")
-        if eu.isna().any():
-            eu = eu.cat.add_categories([""]) if "" not in eu.cat.categories else eu
-            eu = eu.fillna("")
-        df["end_user"] = eu
     req = [c for c in _REQUIRED.get(name, ()) if c in df.columns]
     if req:
         bad = df[req].isna().any(axis=1)
@@ -206,9 +211,6 @@ def _read_with_csv_module(raw: bytes) -> tuple[pd.DataFrame, int]:
 
 
 def _empty(name: str, columns: tuple[str, ...] | None) -> pd.DataFrame:
-    cols = columns or ()
+    cols = _USED.get(name, columns) or ()
     numeric = _NUMERIC.get(name, ())
-    df = pd.DataFrame({c: pd.Series(dtype=float if c in numeric else object) for c in cols})
-    if "end_user" in df.columns:
-        df["end_user"] = df["end_user"].astype("category")
-    return df
+    return pd.DataFrame({c: pd.Series(dtype=float if c in numeric else object) for c in cols})

@@ -121,11 +121,11 @@ def plot_inflation(ctx: Context, infl: InflationResult, phantom: PhantomResult, 
         ax1.set_ylabel("spend (sum over end users)")
         _money(ax1)
 
-        pu = infl.per_user
+        rows = infl.rows
         budgets = []
         for i, code in enumerate(infl.worst_users):
             color = USER_COLORS[i % len(USER_COLORS)]
-            u = pu.loc[pu["code"] == code].sort_values("t")
+            u = rows.frame(rows.code == code, ctx.t0).sort_values("t")
             name = ctx.user(code)
             ax2.fill_between(u["t_rel"], u["true_low"], u["true_high"], color=color, alpha=0.18, lw=0)
             ax2.plot(u["t_rel"], u["true_high"], color=color, lw=1.2, ls=":")

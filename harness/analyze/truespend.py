@@ -23,37 +23,39 @@ from harness.scenario import Scenario
 TICK_S = 1e-3   # time resolution of the folded keys
 
 
-def user_index(*columns: pd.Series) -> pd.Index:
-    """All end-user ids seen in any frame, sorted (the shared categorical)."""
+def encode_users(columns: list[pd.Series]) -> tuple[pd.Index, list[np.ndarray]]:
+    """One shared, sorted index of all end-user ids seen, and int64 codes of each column (-1 for "")."""
+    factors = [pd.factorize(col.astype(object), use_na_sentinel=True) if len(col) else
+               (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object)) for col in columns]
     seen: set[str] = set()
-    for col in columns:
-        if isinstance(col.dtype, pd.CategoricalDtype):
-            seen.update(map(str, col.cat.categories))
-        else:
-            seen.update(map(str, pd.unique(col.astype(str))))
+    for _, uniques in factors:
+        seen.update(str(u) for u in uniques)
     seen.discard("")
-    return pd.Index(sorted(seen), dtype=object)
-
-
-def codes_for(col: pd.Series, users: pd.Index) -> np.ndarray:
-    """int64 codes of `col` in `users`; -1 for empty / unknown ids."""
-    if len(col) == 0:
-        return np.zeros(0, dtype=np.int64)
-    cat = pd.Categorical(col, categories=users)
-    return np.asarray(cat.codes, dtype=np.int64)
+    users = pd.Index(sorted(seen), dtype=object)
+    out = []
+    for codes, uniques in factors:
+        if not len(codes):
+            out.append(np.zeros(0, dtype=np.int64))
+            continue
+        remap = np.append(users.get_indexer(pd.Index(uniques, dtype=object).astype(str)), -1)
+        out.append(remap[np.asarray(codes, dtype=np.int64)].astype(np.int64))   # code -1 (NaN) → remap[-1] = -1
+    return users, out
 
 
 def ledger_spend(ledger: pd.DataFrame, scenario: Scenario, requests: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per upstream call: end_user, t (when it counts), low and high increments, partial flag."""
     p_in = scenario.pricing.input_cost_per_token
     p_out = scenario.pricing.output_cost_per_token
-    outcome = ledger["outcome"].astype(str).str.strip()
+    # few distinct outcomes: classify the distinct values, not the rows
+    oc_codes, oc_uniques = pd.factorize(ledger["outcome"].astype(object), use_na_sentinel=False)
+    oc = np.array([str(u).strip() for u in oc_uniques], dtype=object)
+    is_ok_u = oc == "ok"
+    partial_u = ~is_ok_u & np.array([u == "client_gone" or "cut" in u for u in oc], dtype=bool)
     prompt = ledger["prompt_tokens"].fillna(0).to_numpy(dtype=float)
     promised = ledger["completion_tokens_promised"].fillna(0).to_numpy(dtype=float)
     delivered = ledger["completion_tokens_delivered"].fillna(0).to_numpy(dtype=float)
-    is_ok = (outcome == "ok").to_numpy()
-    partial = (~is_ok) & ((outcome == "client_gone") | outcome.str.contains("cut", regex=False)).to_numpy()
-    partial |= (~is_ok) & (delivered > 0)
+    is_ok = is_ok_u[oc_codes] if len(oc) else np.zeros(len(ledger), dtype=bool)
+    partial = (partial_u[oc_codes] if len(oc) else np.zeros(len(ledger), dtype=bool)) | (~is_ok & (delivered > 0))
     full_cost = prompt * p_in + promised * p_out
     part_cost = prompt * p_in + delivered * p_out
     low = np.where(is_ok, full_cost, 0.0)
