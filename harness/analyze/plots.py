@@ -32,6 +32,7 @@ STYLE = {
     "font.size": 13, "axes.titlesize": 15, "axes.labelsize": 13, "legend.fontsize": 11,
     "xtick.labelsize": 12, "ytick.labelsize": 12, "lines.linewidth": 2.2, "axes.grid": True,
     "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False, "figure.dpi": DPI,
+    "text.parse_math": False,   # "$" in titles and labels is money, not mathtext
 }
 C_COUNTER, C_DB, C_TRUE, C_PHANTOM = "#d62728", "#1f77b4", "#2ca02c", "#9467bd"
 C_BUDGET, C_UPSTREAM, C_OTHER = "#ff7f0e", "#8c564b", "#7f7f7f"
@@ -113,10 +114,13 @@ def plot_inflation(ctx: Context, infl: InflationResult, phantom: PhantomResult, 
             ax1.text(0.5, 0.5, "no samples (samples.csv empty)", transform=ax1.transAxes, ha="center",
                      fontsize=14)
         if len(ph):
+            # a rug in a margin below $0: where the phantom rejections happened, never over the lines
+            lo, hi = ax1.get_ylim()
+            ax1.set_ylim(min(lo, -0.08 * hi), hi)
             ts = np.unique(np.round(ph["t_rel"].to_numpy(), 1))
             trans = blended_transform_factory(ax1.transData, ax1.transAxes)
-            ax1.scatter(ts, np.full(len(ts), 0.02), marker="|", s=120, color=C_PHANTOM, transform=trans,
-                        label=f"phantom rejections ({len(ph):,})", zorder=4)
+            ax1.scatter(ts, np.full(len(ts), 0.03), marker="|", s=90, linewidths=1, color=C_PHANTOM,
+                        transform=trans, label=f"phantom rejections ({len(ph):,})", zorder=4)
         ax1.set_title("All end users: Redis counter vs DB spend vs true spend")
         ax1.set_ylabel("spend (sum over end users)")
         _money(ax1)
@@ -239,16 +243,16 @@ def plot_drain(ctx: Context, drain: DrainResult, path: Path) -> None:
                 _money(ax, "x")
                 ax.set_xlabel("leaked reservation ($)")
                 ax.legend(loc="lower right", framealpha=0.9)
-                ax.set_title(f"Leaked reservations after the drain ({after}): {len(lk)} of {len(t)} end users, "
+                ax.set_title(f"Leaked reservations after the drain ({after})\n{len(lk)} of {len(t)} end users, "
                              f"${lk['leaked'].sum():,.4g} in total")
             elif len(lk):
                 vals = lk["leaked"].to_numpy()
-                ax.hist(vals, bins=min(60, max(10, len(vals) // 20)), color=C_COUNTER)
+                ax.hist(vals, bins=min(40, max(10, len(vals) // 20)), color=C_COUNTER, edgecolor="white", lw=0.5)
                 _money(ax, "x")
                 ax.set_xlabel("leaked reservation per end user ($)")
                 ax.set_ylabel("end users")
-                ax.set_title(f"Leaked reservations after the drain ({after}): {len(lk):,} of {len(t):,} end users, "
-                             f"${vals.sum():,.4g} in total, worst ${vals.max():,.4g}")
+                ax.set_title(f"Leaked reservations after the drain ({after})\n{len(lk):,} of {len(t):,} end users, "
+                             f"${vals.sum():,.2f} in total, worst ${vals.max():,.4g}")
             else:
                 diff = (t["counter"] - t["true_high"]).to_numpy() if len(t) else np.zeros(0)
                 if len(diff):

@@ -42,7 +42,8 @@ def summary_paragraph(vj: dict[str, Any], meta: dict[str, Any]) -> str:
         parts.append(
             f"{ph['count']:,} of them ({_pct(ph['share_of_rejections'])} of all rejections) were **phantom**: "
             f"{ph['affected_end_users']} end user(s) were rejected while their true spend was below their budget "
-            f"minus one maximum reservation ({_money(ph['max_reservation'])}); the first at "
+            f"minus the reservations they could hold (one per request in flight, at most "
+            f"{_money(ph['max_reservation'])} each); the first at "
             f"{_secs(first.get('t_rel'))} ({first.get('end_user', '?')}, true spend "
             f"{_money(first.get('true_high'))}, budget {_money(first.get('budget'))})"
             + (f", the worst printed a counter {_money(worst.get('excess'))} above true spend "

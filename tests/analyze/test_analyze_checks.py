@@ -55,7 +55,7 @@ def test_real_rejection_is_not_phantom(tmp_path: Path) -> None:
     # eu-0 spent 10 calls × 0.0021 = 0.021 > 0.01 by the end; reject it after that, in both wordings
     b.request(55.0, "eu-0", status=429, error_text=budget_text("eu-0", 0.0237, 0.01))
     b.request(56.0, "eu-0", status=400, error_text=read_time_text("eu-0", 0.021, 0.01))
-    res = analyze(b.write())
+    res = analyze(b.write(), plots=False)
     ph = res.evidence["phantom"]
     assert ph["budget_rejections"] == 2 and ph["count"] == 0
     assert ph["wordings"] == {"reservation": 1, "read_time": 1}
@@ -67,7 +67,7 @@ def test_rejection_within_one_reservation_of_budget_is_not_phantom(tmp_path: Pat
     budget = 5 * cost() + MAX_RES / 2     # 5 calls spent: true spend is within one reservation of the budget
     b = clean_run(tmp_path, budget={"default_max_budget": budget})
     b.request(22.0, "eu-0", status=400, error_text=budget_text("eu-0", budget + MAX_RES, budget))
-    res = analyze(b.write())
+    res = analyze(b.write(), plots=False)
     assert res.evidence["phantom"]["count"] == 0
 
 
@@ -76,10 +76,10 @@ def test_in_flight_reservations_widen_the_margin(tmp_path: Path) -> None:
     b = clean_run(tmp_path, budget={"default_max_budget": budget})
     # eu-1's last call ended at 21.6 s (+ the release grace): nothing of its own is in flight at 24 s
     b.request(24.0, "eu-1", status=400, error_text=budget_text("eu-1", budget, budget))
-    assert analyze(b.write()).evidence["phantom"]["count"] == 1      # one reservation margin: phantom
+    assert analyze(b.write(), plots=False).evidence["phantom"]["count"] == 1      # one reservation margin: phantom
     # the same rejection while eu-1 has another request in flight: two reservations legitimately held
     b.request(23.8, "eu-1", dur=3.0, stream=1)
-    res = analyze(b.write())
+    res = analyze(b.write(), plots=False)
     assert res.evidence["phantom"]["count"] == 0
     assert res.evidence["phantom"]["budget_rejections"] == 1
 
@@ -87,7 +87,7 @@ def test_in_flight_reservations_widen_the_margin(tmp_path: Path) -> None:
 def test_per_user_budget_override(tmp_path: Path) -> None:
     b = clean_run(tmp_path, budget={"default_max_budget": 100.0, "per_user": {"eu-2": 0.005}})
     b.request(40.0, "eu-2", status=400, error_text=budget_text("eu-2", 0.02, 0.005))
-    res = analyze(b.write())
+    res = analyze(b.write(), plots=False)
     assert res.evidence["phantom"]["count"] == 0
 
 
@@ -121,7 +121,7 @@ def test_db_lag_is_not_a_leak(tmp_path: Path) -> None:
     for s in b.samples:
         t = s["t"] - T0
         s["db_spend"] = sum(cost() for te, _ in spend[s["end_user"]] if te <= t - 15)
-    res = analyze(b.write())
+    res = analyze(b.write(), plots=False)
     infl, dr = res.evidence["inflation"], res.evidence["drain"]
     assert res.verdict == "NOT REPRODUCED"
     assert dr["leaked_users"] == 0 and dr["users_checked"] == 5
@@ -136,7 +136,7 @@ def test_db_behind_beyond_the_lag_is_reported_not_leaked(tmp_path: Path) -> None
     for s in b.samples:
         if s["end_user"] == "eu-4":
             s["db_spend"] = 0.0
-    res = analyze(b.write())
+    res = analyze(b.write(), plots=False)
     assert res.verdict == "NOT REPRODUCED"
     assert res.evidence["inflation"]["db_behind_lagged_truth_rows"] > 0
 
@@ -167,7 +167,7 @@ def test_ledger_end_user_filled_from_request_id(tmp_path: Path) -> None:
     b = clean_run(tmp_path)
     for row in b.ledger:
         row["end_user"] = ""
-    res = analyze(b.write())
+    res = analyze(b.write(), plots=False)
     assert res.verdict == "NOT REPRODUCED"
     assert res.evidence["ledger"]["end_users"] == 5
 
@@ -177,7 +177,7 @@ def test_float_noise_is_not_a_leak(tmp_path: Path) -> None:
     for s in b.samples:
         if s["redis_counter"] is not None:
             s["redis_counter"] *= 1 + 1e-12
-    assert analyze(b.write()).evidence["drain"]["leaked_users"] == 0
+    assert analyze(b.write(), plots=False).evidence["drain"]["leaked_users"] == 0
 
 
 # -- inconclusive --------------------------------------------------------------------------------------
@@ -194,7 +194,7 @@ def test_stack_errors_dominate(tmp_path: Path) -> None:
     b = clean_run(tmp_path)
     for i in range(120):
         b.request(10 + i * 0.2, USERS[i % 5], status=0, error_type="connection", error_text="refused")
-    res = analyze(b.write())
+    res = analyze(b.write(), plots=False)
     assert res.verdict == "INCONCLUSIVE"
     assert any("stack errors dominate" in r for r in res.reasons)
 
@@ -203,7 +203,7 @@ def test_no_counters_and_no_budget_rejections(tmp_path: Path) -> None:
     b = clean_run(tmp_path)
     for s in b.samples:
         s["redis_counter"] = None
-    res = analyze(b.write())
+    res = analyze(b.write(), plots=False)
     assert res.verdict == "INCONCLUSIVE"
     assert any("no Redis counter" in r and "no end user could be" in r for r in res.reasons)
 
@@ -220,7 +220,7 @@ def test_reproduced_wins_over_blockers(tmp_path: Path) -> None:
     b = clean_run(tmp_path, expect="reproduced")
     b.samples = [s for s in b.samples if s["t"] - T0 < 60]
     b.request(30.0, "eu-0", status=400, error_text=budget_text("eu-0", 1.25, 1.0))
-    res = analyze(b.write())
+    res = analyze(b.write(), plots=False)
     assert res.verdict == "REPRODUCED"
     assert res.evidence["notes"]
 
@@ -252,7 +252,7 @@ def test_truncated_ledger_gives_no_false_leak(tmp_path: Path) -> None:
     b = clean_run(tmp_path)
     root = b.write()
     _cut_tail(root / "ledger.csv")     # the last call is lost: its user's counter now looks too high
-    res = analyze(root)
+    res = analyze(root, plots=False)
     assert res.evidence["drain"]["leaked_users"] == 0
     assert res.verdict == "INCONCLUSIVE"
     assert any("ledger.csv was cut" in r for r in res.reasons)
@@ -264,7 +264,7 @@ def test_truncated_ledger_still_judges_earlier_rejections(tmp_path: Path) -> Non
     b.request(47.5, "eu-0", status=400, error_text=budget_text("eu-0", 1.25, 1.0))   # after the cut: not judged
     root = b.write()
     _cut_tail(root / "ledger.csv")
-    res = analyze(root)
+    res = analyze(root, plots=False)
     assert res.verdict == "REPRODUCED"
     assert res.evidence["phantom"]["count"] == 1
 
@@ -277,7 +277,7 @@ def test_cut_inside_quoted_text_keeps_earlier_rows(tmp_path: Path) -> None:
     p = root / "requests.csv"
     raw = p.read_bytes()
     p.write_bytes(raw[: raw.rindex(b"line two") + 4])     # ends after a newline inside the quoted field
-    res = analyze(root)
+    res = analyze(root, plots=False)
     assert res.evidence["phantom"]["count"] == 1
     assert res.evidence["requests"]["total"] == 51
     assert any("requests.csv" in w for w in res.evidence["warnings"])
@@ -349,3 +349,24 @@ def test_fault_windows_in_evidence(tmp_path: Path) -> None:
     faults = res.evidence["faults"]
     assert faults[0] == {"kind": "mock_error", "target": "mock", "start": 10.0, "end": 20.0, "note": ""}
     assert faults[1]["end"] is None
+
+
+def test_without_meta_times_fall_back_to_the_request_log(tmp_path: Path) -> None:
+    b = clean_run(tmp_path, expect="reproduced")
+    b.request(30.0, "eu-0", status=400, error_text=budget_text("eu-0", 1.25, 1.0))
+    root = b.write(skip=("meta.json",))
+    res = analyze(root, plots=False)
+    assert res.verdict == "REPRODUCED"
+    t = res.evidence["time"]
+    assert t["t0_source"] == "first request" and t["t_load_end_source"] == "last request"
+    assert res.evidence["phantom"]["first"]["t_rel"] == pytest.approx(29.0)    # first request at 1.0 s
+    assert res.evidence["drain"]["ran"]
+    assert any("meta.json missing" in w for w in res.evidence["warnings"])
+
+
+def test_printed_budget_used_when_the_scenario_sets_none(tmp_path: Path) -> None:
+    b = clean_run(tmp_path, expect="reproduced", budget={"default_max_budget": None})
+    b.request(30.0, "eu-0", status=400, error_text=budget_text("eu-0", 1.25, 1.0))
+    res = analyze(b.write(), plots=False)
+    assert res.evidence["phantom"]["count"] == 1
+    assert res.evidence["phantom"]["first"]["budget"] == 1.0
