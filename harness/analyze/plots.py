@@ -42,7 +42,7 @@ MAX_MARKERS = 3000
 
 
 def _money(ax: Axes, axis: str = "y") -> None:
-    fmt = mticker.FuncFormatter(lambda v, _: f"${v:,.2f}" if abs(v) >= 1 or v == 0 else f"${v:.3g}")
+    fmt = mticker.FuncFormatter(lambda v, _: f"${v:,.2f}" if abs(v) >= 0.1 or v == 0 else f"${v:.3g}")
     (ax.yaxis if axis == "y" else ax.xaxis).set_major_formatter(fmt)
 
 
@@ -195,27 +195,16 @@ def plot_rejections(ctx: Context, phantom: PhantomResult, path: Path) -> None:
                 ax.stairs(bottom + rate, edges, baseline=bottom.copy(), fill=True, color=color, lw=0,
                           label=f"{label} ({int(mask.sum()):,})")
                 bottom += rate
-        ax.set_ylabel("rejections / s")
         ax.set_xlabel(f"seconds after load start ({ctx.t0_source})")
-        ax2 = ax.twinx()
         all_counts, _ = np.histogram(t, bins=edges)
         ok_counts, _ = np.histogram(t[cls == "ok"], bins=edges)
-        mid = (edges[:-1] + edges[1:]) / 2
-        ax2.plot(mid, all_counts / width, color="black", lw=2, drawstyle="steps-mid", label="requests / s (all)")
-        ax2.plot(mid, ok_counts / width, color=C_TRUE, lw=2, ls="--", drawstyle="steps-mid",
-                 label="successful / s")
-        ax2.set_ylabel("requests / s")
-        ax2.set_ylim(bottom=0)
-        ax2.grid(False)
-        ax2.spines["right"].set_visible(True)
-        ax.set_ylim(bottom=0, top=max(float(bottom.max()) * 1.15, 1.0))
+        ax.stairs(all_counts / width, edges, color="black", lw=2, label="requests / s (all)")
+        ax.stairs(ok_counts / width, edges, color=C_TRUE, lw=2, ls="--", label="successful / s")
+        ax.set_ylabel("per second (bars: rejections by class)")
+        ax.set_ylim(bottom=0, top=max(float(all_counts.max()) / width, float(bottom.max()), 1.0) * 1.12)
         fault_handles = shade_faults(ax, ctx, windows, t_max)
         _mark_load_end(ax, ctx)
-        h1, _ = ax.get_legend_handles_labels()
-        h2, _ = ax2.get_legend_handles_labels()
-        ax2.set_ylabel("requests / s (lines)")
-        ax.set_ylabel("rejections / s (bars)")
-        _legend(ax2, h1 + h2 + fault_handles, below=True)
+        _legend(ax, ax.get_legend_handles_labels()[0] + fault_handles, below=True)
         n_rej = phantom.rejections
         ax.set_title(f"Rejections by class over time ({n_rej:,} rejections of {len(r):,} requests; "
                      f"bins of {width:g} s)")
@@ -242,7 +231,7 @@ def plot_drain(ctx: Context, drain: DrainResult, path: Path) -> None:
                 ax.set_ylim(max(len(lk), 6) - 0.5, -0.5)
                 _money(ax, "x")
                 ax.set_xlabel("leaked reservation ($)")
-                ax.legend(loc="lower right", framealpha=0.9)
+                _legend(ax, ax.get_legend_handles_labels()[0], below=True)
                 ax.set_title(f"Leaked reservations after the drain ({after})\n{len(lk)} of {len(t)} end users, "
                              f"${lk['leaked'].sum():,.4g} in total")
             elif len(lk):

@@ -37,8 +37,10 @@ def decide(ctx: Context, phantom: PhantomResult, inflation: InflationResult, dra
                      f"first at {first:.1f} s")
     leaked = drain.leaked
     if len(leaked):
-        found.append(f"{len(leaked)} end user(s) kept ${leaked['leaked'].sum():.6g} of leaked reservations "
-                     f"after the drain")
+        total = float(leaked["leaked"].sum())
+        found.append(f"{len(leaked)} end user(s) kept ${total:,.2f} of leaked reservations after the drain"
+                     if total >= 1 else f"{len(leaked)} end user(s) kept ${total:.4g} of leaked reservations "
+                     "after the drain")
 
     blockers: list[str] = []
     reached = int((r["status"].fillna(0) > 0).sum())
