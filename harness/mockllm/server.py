@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import struct
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +15,7 @@ from harness.mockllm.config import ConfigError, apply_patch
 from harness.mockllm.faults import Plan, decide, from_header
 from harness.mockllm.ledger import EventLog, Ledger
 from harness.mockllm.tokens import completion_tokens, prompt_tokens, spread
+from harness.netutil import abort_with_rst
 
 REQUEST_ID_HEADER = "x-harness-request-id"
 FAULT_HEADER = "x-mock-fault"
@@ -264,13 +263,4 @@ def _close(request: web.Request) -> None:
 
 def _reset(request: web.Request) -> None:
     """Abort the connection with a TCP RST (SO_LINGER 0) before anything is sent."""
-    transport = request.transport
-    if transport is None:
-        return
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass
-    transport.abort()
+    abort_with_rst(request.transport)

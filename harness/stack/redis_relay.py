@@ -31,13 +31,14 @@ import json
 import random
 import signal
 import socket
-import struct
 import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import httpx
+
+from harness.netutil import abort_with_rst
 
 KINDS = ("none", "latency", "timeout", "reset")
 DIRECTIONS = ("down", "up", "both")
@@ -72,15 +73,7 @@ class Fault:
 
 def _rst(transport: asyncio.BaseTransport | None) -> None:
     """Close a transport with a TCP RST (SO_LINGER 0)."""
-    if transport is None or transport.is_closing():
-        return
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass
-    transport.abort()
+    abort_with_rst(transport)
 
 
 class _Side(asyncio.Protocol):

@@ -1,0 +1,20 @@
+"""Small socket helpers shared by the mock LLM and the Redis fault relay."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+
+
+def abort_with_rst(transport: asyncio.BaseTransport | None) -> None:
+    """Close a transport with a TCP RST (SO_LINGER 0) instead of a FIN: the peer sees a connection reset."""
+    if transport is None or transport.is_closing():
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+    transport.abort()
