@@ -49,27 +49,36 @@ def up(
     budget: Annotated[float, typer.Option(help="default end-user max budget in $")] = 50.0,
     base_port: Annotated[int | None, typer.Option(help="first port to use (else free ports)")] = None,
     transaction_buffer: Annotated[bool, typer.Option(help="use_redis_transaction_buffer")] = True,
+    backend: Annotated[str, typer.Option(help="local (processes) | compose (Docker)")] = "local",
 ) -> None:
-    """Start Redis, Postgres, the mock LLM and N LiteLLM proxy replicas as local processes."""
-    from harness.stack.local import LocalStack, StackSpec
+    """Start Redis, Postgres, the mock LLM and N LiteLLM proxy replicas (local processes by default)."""
+    from harness import versions
+    from harness.stack.backends import make_stack
+    from harness.stack.base import StackSpec
 
+    versions.resolve(litellm)
     spec = StackSpec(version=litellm, replicas=replicas, default_budget=budget, base_port=base_port,
                      litellm_settings={"use_redis_transaction_buffer": transaction_buffer})
-    stack = LocalStack(name=name)
-    endpoints = stack.up(spec, console=console)
+    endpoints = make_stack(backend, name).up(spec, console=console)
     print(endpoints.describe())
 
 
 @app.command()
 def down(
     name: Annotated[str, typer.Option(help="stack name")] = "default",
-    all_stacks: Annotated[bool, typer.Option("--all", help="stop every stack in .state/")] = False,
+    all_stacks: Annotated[bool, typer.Option("--all", help="stop every local stack in .state/")] = False,
+    backend: Annotated[str, typer.Option(help="local | compose")] = "local",
 ) -> None:
     """Stop every process a stack's state file lists; leave no process and no port behind."""
-    from harness.stack.local import down_all, down_named
+    if backend != "local":
+        from harness.stack.backends import make_stack
 
-    stopped = down_all(console=console) if all_stacks else down_named(name, console=console)
-    console.print(f"stopped {stopped} process(es)")
+        stopped = make_stack(backend, name).down()
+    else:
+        from harness.stack.local import down_all, down_named
+
+        stopped = down_all(console=console) if all_stacks else down_named(name, console=console)
+    console.print(f"stopped {stopped} process(es)" if backend == "local" else f"stopped {stopped} container(s)")
 
 
 @app.command()
@@ -112,6 +121,36 @@ def analyze(run_dir: Annotated[Path, typer.Argument(help="a run folder, results/
 
 
 @app.command()
+def matrix(
+    versions: Annotated[str, typer.Option(help="comma-separated LiteLLM versions, e.g. 1.83.14,1.84.0,1.108.7")],
+    scenario: Annotated[list[Path] | None, typer.Option(help="scenario YAML (repeatable); default the seed")] = None,
+    repeat: Annotated[int, typer.Option(min=1, help="runs per cell (their spread is the noise band)")] = 1,
+    baseline: Annotated[Path | None, typer.Option(help="a previous results/matrix-<id> to compare with")] = None,
+    duration: Annotated[float | None, typer.Option(help="override the load duration (s)")] = None,
+    out: Annotated[Path | None, typer.Option(help="matrix folder (default results/matrix-<id>)")] = None,
+) -> None:
+    """Every scenario on every version: matrix.csv/.md, summary.png; exit 1 if a cell contradicts its expectation."""
+    from harness.matrix import matrix_command
+
+    raise typer.Exit(matrix_command(versions, scenario, repeat, baseline, duration, out, console))
+
+
+@app.command()
+def bisect(
+    good: Annotated[str, typer.Option(help="a version where the scenario is clean (NOT REPRODUCED)")],
+    bad: Annotated[str, typer.Option(help="a version where the scenario reproduces")],
+    scenario: Annotated[Path, typer.Option(help="scenario YAML")] = Path("scenarios/phantom-budget.yaml"),
+    duration: Annotated[float | None, typer.Option(help="override the load duration (s)")] = None,
+    check_ends: Annotated[bool, typer.Option(help="run --good and --bad first to confirm them")] = False,
+    out: Annotated[Path | None, typer.Option(help="bisect folder (default results/bisect-<id>)")] = None,
+) -> None:
+    """First released version where the outcome changes (first bad, or first fixed when bad is older)."""
+    from harness.matrix import bisect_command
+
+    raise typer.Exit(bisect_command(scenario, good, bad, duration, check_ends, out, console))
+
+
+@app.command()
 def doctor() -> None:
     """Check binaries, ports, disk, Node, cached versions; say what to fix."""
     from harness.doctor import run_doctor
@@ -128,7 +167,7 @@ def main() -> NoReturn:
     try:
         app(standalone_mode=False)
     except HarnessError as exc:
-        console.print(f"[bold red]error:[/] {exc.line()}", highlight=False)
+        console.print(f"[bold red]error:[/] {exc.line()}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except (KeyboardInterrupt, Interrupted):
         console.print("[yellow]interrupted: everything started was stopped[/]")
