@@ -54,3 +54,10 @@ doctor: venv
 
 clean:
 	rm -rf $(VENV) harness/engine/node_modules .state
+
+# Version matrix / release gate: `make matrix VERSIONS=1.83.14,1.84.0,1.108.7 SCENARIO=scenarios/phantom-budget.yaml`
+VERSIONS ?= 1.83.14,1.84.0,1.89.1,1.90.0,1.108.7
+REPEAT ?= 1
+.PHONY: matrix
+matrix: setup
+	$(BIN)/harness matrix --versions $(VERSIONS) --scenario $(SCENARIO) --repeat $(REPEAT) $(if $(BASELINE),--baseline $(BASELINE),)

@@ -1,0 +1,89 @@
+"""Regression benchmark: version matrix (release gate), comparison with a baseline, bisection.
+
+    harness matrix --versions 1.83.14,1.84.0,1.108.7 [--scenario S …] [--repeat N] [--baseline DIR]
+    harness bisect --scenario S --good V1 --bad V2
+
+Modules: runner (CellResult, the Runner protocol, RealRunner), cells (grouping, matrix.csv), matrix
+(run_matrix), compare (baseline vs now, noise band), bisect (search), pypi (release list), report (markdown),
+plot (summary.png). The logic only sees a `Runner`, so tests drive it with a fake one.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+
+from harness.errors import HarnessError
+
+DEFAULT_SCENARIO = Path("scenarios/phantom-budget.yaml")
+
+
+def matrix_command(versions: str, scenarios: list[Path] | None, repeat: int, baseline: Path | None,
+                   duration: float | None, out: Path | None, console: Console) -> int:
+    from harness.matrix.matrix import command_line, new_matrix_dir, parse_versions, run_matrix
+    from harness.matrix.runner import RealRunner
+    from harness.paths import results_dir
+
+    if repeat < 1:
+        raise HarnessError("--repeat must be at least 1", "pass --repeat 1 or more")
+    out_dir = out or new_matrix_dir(results_dir())
+    result = run_matrix(scenarios or [DEFAULT_SCENARIO], parse_versions(versions), RealRunner(console, duration),
+                        out_dir, console, repeat=repeat, baseline=baseline, duration=duration,
+                        command=command_line(sys.argv[1:]))
+    return result.exit_code
+
+
+def bisect_command(scenario: Path, good: str, bad: str, duration: float | None, check_ends: bool,
+                   out: Path | None, console: Console) -> int:
+    from harness.matrix import bisect as bs
+    from harness.matrix import pypi
+    from harness.matrix.matrix import command_line, new_matrix_dir
+    from harness.matrix.runner import CellResult, RealRunner
+    from harness.paths import results_dir
+    from harness.scenario import load_scenario
+    from harness.versions import resolve
+
+    name = load_scenario(scenario).name
+    for v in (good, bad):
+        resolve(v)                                  # the ends must be runnable: one clear line otherwise
+    releases = pypi.final_releases(pypi.fetch_index())
+    inside, excluded = pypi.between(releases, good, bad, pypi.harness_accepts)
+    out_dir = out or new_matrix_dir(results_dir(), "bisect")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    command = command_line(sys.argv[1:])
+    runner = RealRunner(console, duration)
+    started = time.time()
+    console.print(f"bisect {name}: {len(inside)} release(s) strictly between {good} (good) and {bad} (bad), "
+                  f"{len(excluded)} excluded; ~{max(1, len(inside)).bit_length()} probe(s) → {out_dir}",
+                  highlight=False)
+
+    def probe(version: str) -> CellResult:
+        done = len({p.version for p in state.probes}) if state else 0
+        left = bs.probes_left(state) if state else None
+        console.rule(f"[bold]bisect probe {done + 1}: LiteLLM {escape(version)}[/] — elapsed "
+                     f"{(time.time() - started) / 60:.1f} min" + (f", ~{left} probe(s) left" if left else ""))
+        result = runner(scenario, version, out_dir / "runs" / f"{name}-{version}")
+        result.run_dir = f"runs/{name}-{version}"
+        return result
+
+    state: bs.BisectResult | None = None
+
+    def on_probe(p: bs.Probe, res: bs.BisectResult) -> None:
+        nonlocal state
+        state = res
+        bs.append_csv(out_dir / "bisect.csv", p)
+        (out_dir / "bisect.md").write_text(bs.render_md(res, command, started, done=False))
+        console.print(f"  {escape(p.version)}: {escape(p.result.verdict or p.result.status)} → "
+                      f"{escape(p.decision)}", highlight=False)
+
+    res = bs.bisect_versions(inside, good, bad, probe, check_ends=check_ends, scenario=name,
+                             on_probe=on_probe, excluded=excluded)
+    (out_dir / "bisect.md").write_text(bs.render_md(res, command, started))
+    color = "green" if res.exact else "yellow"
+    console.print(f"[bold {color}]{escape(res.headline())}[/]  ({len(res.probes)} probe(s), "
+                  f"{(time.time() - started) / 60:.1f} min; {out_dir / 'bisect.md'})")
+    return res.exit_code
