@@ -151,6 +151,9 @@ def run_scenario(path: Path, opts: RunOptions, console: Console) -> int:
             _collect_processes(stack, meta)
             console.print("stopping the stack …")
             stack.down()
+            forget = getattr(stack, "forget", None)
+            if callable(forget):
+                forget()
         elif opts.keep:
             console.print(f"stack '{stack_name}' left running (`harness down --name {stack_name}`)")
     meta.update(status="interrupted" if interrupted else "done", t_finished=time.time())

@@ -275,6 +275,12 @@ class LocalStack:
         return len(names)
 
 
+    def forget(self) -> None:
+        """Remove the state folder of a stack that is down (ephemeral stacks of `harness run`)."""
+        if not self.group.records and self.state_dir.exists():
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
 def create_default_budget(endpoints: Endpoints, max_budget: float, budget_id: str = DEFAULT_BUDGET_ID) -> None:
     """POST /budget/new (the default end-user budget `max_end_user_budget_id` points at)."""
     headers = {"Authorization": f"Bearer {endpoints.master_key}"}
