@@ -206,7 +206,11 @@ def _experiment(scenario: Scenario, stack: Any, endpoints: Endpoints, run_dir: P
     live = LiveStats(run_dir)
     planned = scenario.load.planned_duration_s
     interrupted = False
+    from harness.cpu import CpuMeter
+
+    cpu = CpuMeter({rec.name: rec.pid for rec in getattr(group, "records", {}).values()})
     sampler.start()
+    cpu.start()
     t_load_start = time.time()
     meta.update(t_load_start=t_load_start, status="load")
     nemesis.start(t_load_start)
@@ -229,7 +233,9 @@ def _experiment(scenario: Scenario, stack: Any, endpoints: Endpoints, run_dir: P
         group.stop(handle.name, timeout=10)
         nemesis.stop()
     t_load_end = time.time()
-    meta.update(t_load_end=t_load_end, status="drain", load_exit_code=handle.poll())
+    meta.update(t_load_end=t_load_end, status="drain", load_exit_code=handle.poll(), cpu_during_load=cpu.stop(),
+                sampler={"samples": sampler.samples, "errors": sampler.errors,
+                         "last_duration_ms": round((sampler.last_duration_s or 0) * 1000, 1)})
     # The drain: in-flight requests have ended (Locust exited); keep sampling past the DB batch-write
     # interval (and under the 60 s counter TTL) so the final reconciliation has data.
     console.print(f"draining for {scenario.drain_s:.0f} s (sampling continues) …")
