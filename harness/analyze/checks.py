@@ -80,7 +80,10 @@ def check_phantom(ctx: Context) -> PhantomResult:
     in_flight = count_overlapping(h["code"].to_numpy(), h["t_start"].to_numpy(dtype=float),
                                   h_end + RELEASE_GRACE_S, codes, t_start, t_end, ctx.spend.t_ref)
     per_res = np.minimum(ctx.max_reservation, np.nan_to_num(budget, nan=np.inf))
-    threshold = budget - (in_flight + 1) * per_res
+    # the rejected request's own reservation is an ordinary one (mix.first_requests may reserve more)
+    own = ctx.max_reservation if ctx.own_max_reservation is None else ctx.own_max_reservation
+    own_res = np.minimum(own, np.nan_to_num(budget, nan=np.inf))
+    threshold = budget - in_flight * per_res - own_res
     judged = (codes >= 0) & ~np.isnan(budget) & (b["detail"].to_numpy() == "end_user") & (t_end <= ctx.ledger_horizon)
     phantom = judged & (high < threshold)
     printed = b["printed_counter"].to_numpy()
@@ -242,6 +245,10 @@ class DrainResult:
             "true_low_total": _f(t["true_low"].sum()) if len(t) else 0.0,
             "true_high_total": _f(t["true_high"].sum()) if len(t) else 0.0,
             "undercounted_users": int(t["undercount"].sum()) if len(t) else 0,
+            # deflation: counters below the true spend (low bound) after the drain, in $ (Σ true_low − counter)
+            "undercounted_total": _f((t["true_low"] - t["counter"])[t["undercount"]].sum()) if len(t) else 0.0,
+            "undercounted_worst": _row(t.loc[(t["true_low"] - t["counter"]).idxmax()])
+            if len(t) and t["undercount"].any() else None,
             "db_below_true_low_users": int((t["db"] < t["true_low"] - tolerance(t["true_low"])).sum()) if len(t)
             else 0,
             "db_above_true_high_users": int((t["db"] > t["true_high"] + tolerance(t["true_high"])).sum()) if len(t)

@@ -39,6 +39,9 @@ class Context:
     db_lag_s: float                 # how far DB spend may legitimately trail the truth
     ledger_horizon: float           # the ledger is complete up to here (inf unless ledger.csv was cut)
     warnings: list[str] = field(default_factory=list)
+    # the largest reservation of an ordinary request (not `mix.first_requests`): what a rejected request itself
+    # reserves; None: the same as max_reservation
+    own_max_reservation: float | None = None
 
     def rel(self, t: np.ndarray | pd.Series | float) -> np.ndarray | pd.Series | float:
         return t - self.t0
@@ -112,8 +115,10 @@ def build_context(data: RunData) -> Context:
         budget[pos[pos >= 0]] = vals[pos >= 0]
 
     max_res = scen.max_reservation()
+    own_res = scen.max_reservation(first_requests=False)
     if len(ledger) and ledger["prompt_tokens"].max() > 0:
         max_res = max(max_res, scen.max_reservation(int(ledger["prompt_tokens"].max())))
+        own_res = max(own_res, scen.max_reservation(int(ledger["prompt_tokens"].max()), first_requests=False))
 
     horizon = float("inf")
     if LEDGER_FILE in data.truncated:
@@ -128,7 +133,7 @@ def build_context(data: RunData) -> Context:
                    t_load_end_source=t_end_source, t_drain_end=_meta_time(meta, "t_drain_end"),
                    requests=requests, ledger=ledger, samples=samples, spend=spend, budget_by_code=budget,
                    max_reservation=float(max_res), db_lag_s=db_lag, ledger_horizon=horizon,
-                   warnings=warnings)
+                   warnings=warnings, own_max_reservation=float(own_res))
 
 
 def holders(ctx: Context) -> pd.DataFrame:

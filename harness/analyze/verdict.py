@@ -31,16 +31,23 @@ def decide(ctx: Context, phantom: PhantomResult, inflation: InflationResult, dra
     r = ctx.requests
     n = len(r)
     found: list[str] = []
+    checks = set(ctx.data.scenario.checks)      # what counts as the bug (scenario `checks`)
+    aside: list[str] = []                       # findings of checks the scenario does not count
     if phantom.count:
         first = phantom.table.loc[phantom.table["phantom"], "t_rel"].min()
-        found.append(f"{phantom.count} phantom budget rejection(s) of {len(phantom.affected_users)} end user(s), "
-                     f"first at {first:.1f} s")
+        (found if "phantom" in checks else aside).append(
+            f"{phantom.count} phantom budget rejection(s) of {len(phantom.affected_users)} end user(s), "
+            f"first at {first:.1f} s")
     leaked = drain.leaked
     if len(leaked):
         total = float(leaked["leaked"].sum())
-        found.append(f"{len(leaked)} end user(s) kept ${total:,.2f} of leaked reservations after the drain"
-                     if total >= 1 else f"{len(leaked)} end user(s) kept ${total:.4g} of leaked reservations "
-                     "after the drain")
+        (found if "leak" in checks else aside).append(
+            f"{len(leaked)} end user(s) kept ${total:,.2f} of leaked reservations after the drain"
+            if total >= 1 else f"{len(leaked)} end user(s) kept ${total:.4g} of leaked reservations after the drain")
+    if "deflation" in checks and drain.ran and len(drain.table) and drain.table["undercount"].any():
+        t = drain.table.loc[drain.table["undercount"]]
+        found.append(f"{len(t)} end user(s) have a counter ${float((t['true_low'] - t['counter']).sum()):.4g} "
+                     "below their true spend after the drain (deflation: they can overspend their budget)")
 
     blockers: list[str] = []
     reached = int((r["status"].fillna(0) > 0).sum())
@@ -84,7 +91,7 @@ def decide(ctx: Context, phantom: PhantomResult, inflation: InflationResult, dra
     expected = ctx.data.scenario.expectation_for(ctx.data.version)
     matches = (expected == "reproduced" and verdict == REPRODUCED) or (
         expected == "clean" and verdict == NOT_REPRODUCED)
-    notes = blockers if found else []
+    notes = (blockers if found else []) + [f"not counted by this scenario's checks: {a}" for a in aside]
     return Verdict(verdict=verdict, reasons=reasons, expected=expected, matches=matches,
                    exit_code=0 if matches else 1, notes=notes)
 
