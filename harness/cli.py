@@ -1,4 +1,4 @@
-"""The `harness` command line: up | down | status | run | analyze | matrix | bisect | doctor | env."""
+"""The `harness` command line: up | down | status | run | analyze | matrix | bisect | catalog | doctor | env."""
 
 from __future__ import annotations
 
@@ -148,6 +148,20 @@ def bisect(
     from harness.matrix import bisect_command
 
     raise typer.Exit(bisect_command(scenario, good, bad, duration, check_ends, out, console))
+
+
+@app.command()
+def catalog(
+    versions: Annotated[str | None, typer.Option(help="comma-separated versions to keep (default: each's own)")] = None,
+    scenarios: Annotated[str | None, typer.Option(help="comma-separated scenario names (default: all)")] = None,
+    update_readme: Annotated[bool, typer.Option(help="write the outcome table into scenarios/README.md")] = False,
+    schema_only: Annotated[bool, typer.Option(help="only refresh the schema and catalog list in the README")] = False,
+    duration: Annotated[float | None, typer.Option(help="override the load duration (s)")] = None,
+) -> None:
+    """Each catalog scenario on the versions it names, one run at a time: the outcome table."""
+    from harness.catalog import catalog_command
+
+    raise typer.Exit(catalog_command(versions, scenarios, update_readme, schema_only, duration, console))
 
 
 @app.command()

@@ -14,7 +14,8 @@ Kinds and what they call:
 - redis_latency / redis_timeout / redis_reset: `stack.redis_fault("latency"|"timeout"|"reset", ...)`, end:
   `stack.redis_fault("none")` (and once more at `stop()` if any Redis window ran).
 - kill_replica: `stack.kill_replica(i)`, end: `stack.restart_replica(i)` (seconds until healthy in the note).
-- restart_redis: `stack.restart_redis(flush=params.flush)`; flush_redis: `stack.flush_redis()`.
+- restart_redis: `stack.restart_redis(flush=params.flush)`; flush_redis: `stack.flush_redis()`;
+  snapshot_redis: `stack.snapshot_redis()` (SAVE: a later restart_redis without flush comes back to it).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from harness.runfolder import FAULTS_COLUMNS, FAULTS_FILE, CsvAppender
 
 log = logging.getLogger(__name__)
 
-ONE_SHOT = frozenset({"restart_redis", "flush_redis"})
+ONE_SHOT = frozenset({"restart_redis", "flush_redis", "snapshot_redis"})
 REDIS_KINDS = {"redis_latency": "latency", "redis_timeout": "timeout", "redis_reset": "reset"}
 REDIS_PARAMS = ("latency_ms", "jitter_ms", "direction")
 MOCK_ERROR_KINDS = {429: "rate_limit", 500: "error_500", 503: "error_503"}
@@ -160,6 +161,9 @@ class Nemesis:
         if kind == "flush_redis":
             self.stack.flush_redis()
             return "redis flushed (FLUSHALL)"
+        if kind == "snapshot_redis":
+            self.stack.snapshot_redis()
+            return "redis snapshot saved (SAVE)"
         raise ValueError(f"unknown fault kind {kind!r}")
 
     def _end(self, window: Any, state: dict[str, Any]) -> str:

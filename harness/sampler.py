@@ -9,6 +9,10 @@ a counter or a row.
 Cells: `redis_counter` empty when the key does not exist; `counter_ttl` in seconds (float, ms precision),
 empty when the key does not exist, -1 when it exists without an expiry; `db_spend` empty without a DB row.
 
+At stop() the other spend counters (`spend:key:*`, `spend:user:*`, `spend:team:*`, … — everything under
+`[<namespace>:]spend:` but the end-user counters) are written once to spend-counters-final.csv (key, value,
+ttl): the key/user/team counters the per-second sample does not follow (cold-counter seeding, #28283).
+
 A sample where Redis or Postgres cannot be read (e.g. during a `restart_redis` fault) is skipped entirely —
 a half sample would look like "counter gone" — and counted in `errors` / `last_error`. `max_gap` is the
 largest time between two written samples (the progress display shows it).
@@ -34,6 +38,7 @@ log = logging.getLogger(__name__)
 END_USER_QUERY = 'SELECT user_id, spend FROM "LiteLLM_EndUserTable"'
 SCAN_COUNT = 1000
 BATCH = 5000   # keys per MGET / PTTL pipeline
+OTHER_COUNTERS_FILE = "spend-counters-final.csv"
 
 
 def counter_prefix(namespace: str | None) -> str:
@@ -121,6 +126,31 @@ def _read_client_side(client: redis.Redis, prefix: str, match: str) -> Counters:
         for key, value, pttl in zip(batch, results[0], results[1:], strict=True):
             _put(out, plen, key, value, pttl)
     return out
+
+
+def read_other_counters(client: redis.Redis, namespace: str | None = None) -> list[tuple[str, float | None, float]]:
+    """(key, value, ttl s) of every spend counter that is not an end user's (`spend:key:*`, `spend:user:*`, …)."""
+    root = f"{namespace}:spend:" if namespace else "spend:"
+    end_user = counter_prefix(namespace).encode()
+    keys = [k for k in dict.fromkeys(client.scan_iter(match=_glob_escape(root) + "*", count=SCAN_COUNT))
+            if not k.startswith(end_user)]
+    out: list[tuple[str, float | None, float]] = []
+    for i in range(0, len(keys), BATCH):
+        batch = keys[i:i + BATCH]
+        pipe = client.pipeline(transaction=False)
+        for key in batch:
+            pipe.get(key)
+            pipe.pttl(key)
+        results = pipe.execute(raise_on_error=False)
+        for j, key in enumerate(batch):
+            value, pttl = results[2 * j], results[2 * j + 1]
+            try:
+                number = float(value) if value is not None else None
+            except (TypeError, ValueError):
+                number = None
+            ttl = -1.0 if pttl == -1 else (pttl / 1000.0 if isinstance(pttl, int) and pttl >= 0 else float("nan"))
+            out.append((key.decode(errors="replace"), number, ttl))
+    return sorted(out)
 
 
 def read_db_spend(conn: psycopg.Connection[Any]) -> dict[str, float | None]:
@@ -249,6 +279,7 @@ class Sampler:
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
+        self.dump_other_counters()
         with self._lock:
             if self._out is not None:
                 self._out.close()
@@ -257,6 +288,19 @@ class Sampler:
                 self._conn.close()
                 self._conn = None
             self._redis.close()
+
+    def dump_other_counters(self) -> int:
+        """Write spend-counters-final.csv (the non-end-user spend counters now); returns the rows, -1 on error."""
+        try:
+            rows = read_other_counters(self._redis, self.namespace)
+        except (redis.RedisError, OSError) as exc:
+            log.warning("other spend counters not read: %s", exc)
+            return -1
+        with (self.run_dir / OTHER_COUNTERS_FILE).open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["key", "value", "ttl"])
+            writer.writerows((k, _num(v), _num(t)) for k, v, t in rows)
+        return len(rows)
 
     def status(self) -> dict[str, Any]:
         return {"samples": self.samples, "errors": self.errors, "last_error": self.last_error,

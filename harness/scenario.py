@@ -29,6 +29,7 @@ FaultKind = Literal[
     "redis_reset",       # connections reset
     "restart_redis",     # stop + start Redis (params: flush: bool — start empty instead of from its dump)
     "flush_redis",       # FLUSHALL
+    "snapshot_redis",    # SAVE now: a later restart_redis (flush: false) comes back to this (old) data set
     # proxies
     "kill_replica",      # SIGKILL replica `target` (int), restart it at the end of the window
 ]
@@ -111,6 +112,18 @@ class Retries(Strict):
     backoff_s: Annotated[float, Field(ge=0)] = 0.5
 
 
+class FirstRequests(Strict):
+    """The first `count` requests of every Locust user, planned apart from the mix (e.g. the minimal case: one
+    streaming request with no max_tokens that the client cuts, then ordinary requests)."""
+
+    count: Annotated[int, Field(ge=0)] = 0
+    stream: bool = True
+    # None: send no max_tokens (LiteLLM then reserves for 16384 output tokens)
+    max_tokens: Annotated[int | None, Field(gt=0)] = None
+    # walk away after this many content chunks (0: as soon as the response headers are in); None: read to the end
+    disconnect_after_chunks: Annotated[int | None, Field(ge=0)] = 1
+
+
 class Mix(Strict):
     stream_share: Annotated[float, Field(ge=0, le=1)] = 0.8
     disconnect_share: Annotated[float, Field(ge=0, le=1)] = 0.2    # of streaming requests
@@ -121,6 +134,7 @@ class Mix(Strict):
     max_tokens: MaxTokens = Field(default_factory=MaxTokens)
     prompt_chars: tuple[int, int] = (40, 400)
     retries: Retries = Field(default_factory=Retries)
+    first_requests: FirstRequests = Field(default_factory=FirstRequests)
 
     @field_validator("disconnect_after_chunks", "prompt_chars")
     @classmethod
@@ -166,6 +180,11 @@ class Scenario(Strict):
     expect: Literal["reproduced", "clean"]
     # per-version expectations override `expect`, e.g. {"1.108.7": "clean"}
     expect_by_version: dict[str, Literal["reproduced", "clean"]] = Field(default_factory=dict)
+    # the versions `harness catalog` runs this scenario on; empty: just `litellm`
+    versions: list[str] = Field(default_factory=list)
+    # what counts as the bug (REPRODUCED): phantom rejections, leaked reservations after the drain, and (opt-in)
+    # deflation — a counter below the true spend after the drain (e.g. Redis restarted from an old snapshot)
+    checks: list[Literal["phantom", "leak", "deflation"]] = Field(default_factory=lambda: ["phantom", "leak"])
     backend: Literal["local", "compose", "external"] = "local"
     litellm: str = "1.84.0"
     replicas: Annotated[int, Field(ge=1, le=32)] = 2
@@ -193,9 +212,18 @@ class Scenario(Strict):
     def expectation_for(self, version: str) -> str:
         return self.expect_by_version.get(version, self.expect)
 
-    def max_reservation(self, prompt_tokens: int | None = None) -> float:
-        """The largest reservation one request of this scenario can make (LiteLLM's estimate)."""
-        choices = self.mix.max_tokens.choices
+    def catalog_versions(self) -> list[str]:
+        """The versions `harness catalog` runs this scenario on."""
+        return list(dict.fromkeys(self.versions)) or [self.litellm]
+
+    def max_reservation(self, prompt_tokens: int | None = None, first_requests: bool = True) -> float:
+        """The largest reservation one request of this scenario can make (LiteLLM's estimate).
+
+        first_requests=False: of the ordinary requests of the mix only (not `mix.first_requests`).
+        """
+        choices: list[int | None] = list(self.mix.max_tokens.choices)
+        if first_requests and self.mix.first_requests.count:
+            choices.append(self.mix.first_requests.max_tokens)
         out_tokens = [16384 if c is None else c for c in choices]
         worst_out = max(out_tokens)
         if self.pricing.max_output_tokens is not None:
@@ -260,7 +288,7 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> Any:
             raise HarnessError(f"{path.parent / parent}: (top level): must be a mapping of scenario fields",
                                "see scenarios/README.md for the schema")
         # what a scenario says about itself is never inherited from its parent
-        base = {k: v for k, v in base.items() if k not in ("expect_by_version",)}
+        base = {k: v for k, v in base.items() if k not in ("expect_by_version", "versions")}
         data = deep_merge(base, data)
     return data
 

@@ -66,6 +66,7 @@ class Planner:
             n_hot = max(1, round(cfg.hot_fraction * len(ids)))
             self.hot, self.cold = shuffled[:n_hot], shuffled[n_hot:] or shuffled[:n_hot]
         self.weights = cfg.max_tokens_weights
+        self.planned = 0      # plans drawn so far (the first `cfg.first_requests` come from first_* settings)
 
     def end_user(self) -> str:
         if self.hot and self.rng.random() < self.cfg.hot_share:
@@ -88,6 +89,11 @@ class Planner:
         walk_away_s = cfg.disconnect_before_first_chunk_s if cut else None
         choices = cfg.max_tokens_choices
         max_tokens = rng.choices(choices, weights=self.weights)[0] if len(choices) > 1 else choices[0]
+        self.planned += 1
+        if self.planned <= cfg.first_requests:     # planned apart from the mix (mix.first_requests)
+            stream, max_tokens = cfg.first_stream, cfg.first_max_tokens
+            disconnect_after = cfg.first_disconnect_after if stream else None
+            walk_away_s = None
         n = rng.randint(*cfg.prompt_chars)
         head = f"[{request_id}] "
         start = rng.randrange(0, len(_FILLER) // 2)

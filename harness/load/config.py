@@ -39,6 +39,11 @@ class LoadConfig:
     retries_max: int = 0
     retry_on_status: list[int] = field(default_factory=lambda: [429, 500, 502, 503])
     retry_backoff_s: float = 0.5
+    # the first N requests of every Locust user, planned apart from the mix (scenario mix.first_requests)
+    first_requests: int = 0
+    first_stream: bool = True
+    first_max_tokens: int | None = None
+    first_disconnect_after: int | None = 1
     wait_s: tuple[float, float] = (0.0, 0.2)
     seed: int = 42
     # the shape (used by the runner for the Locust command line / the LoadTestShape)
@@ -67,6 +72,9 @@ class LoadConfig:
             max_tokens_weights=None if mix.max_tokens.weights is None else list(mix.max_tokens.weights),
             prompt_chars=tuple(mix.prompt_chars), retries_max=mix.retries.max,
             retry_on_status=list(mix.retries.on_status), retry_backoff_s=mix.retries.backoff_s,
+            first_requests=mix.first_requests.count, first_stream=mix.first_requests.stream,
+            first_max_tokens=mix.first_requests.max_tokens,
+            first_disconnect_after=mix.first_requests.disconnect_after_chunks,
             wait_s=tuple(s.load.wait_s), seed=s.seed, users=s.load.users, spawn_rate=s.load.spawn_rate,
             duration_s=s.load.duration_s, stages=[st.model_dump() for st in s.load.stages])
 
