@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import time
@@ -19,6 +20,7 @@ from harness.matrix.report import comparison_lines, render_comparison_md, render
 from harness.matrix.runner import CellResult, Runner
 
 CSV_NAME, MD_NAME, PNG_NAME, COMPARISON_NAME = "matrix.csv", "matrix.md", "summary.png", "comparison.md"
+JSON_NAME = "matrix.json"
 # A cell's wall time before any has finished: stack up + analysis, on top of load + drain.
 OVERHEAD_S = 75.0
 
@@ -80,6 +82,9 @@ def run_matrix(scenarios: list[Path], versions: list[str], runner: Runner, out_d
     baseline_cells = _load_baseline(baseline) if baseline else None
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / CSV_NAME
+    (out_dir / JSON_NAME).write_text(json.dumps({
+        "command": command, "scenarios": [str(p) for p in scenarios], "versions": versions, "repeat": repeat,
+        "baseline": str(baseline) if baseline else None, "duration": duration, "t_started": time.time()}, indent=2))
     plan = [(p, v, k) for p in scenarios for v in versions for k in range(1, repeat + 1)]
     planned = {p: _planned_s(p, duration) for p in scenarios}
     console.print(f"matrix: {len(plan)} run(s) ({len(scenarios)} scenario(s) × {len(versions)} version(s) × "
@@ -165,3 +170,18 @@ def _print_summary(console: Console, cells: list[Cell], exit_code: int, out_dir:
 
 def command_line(argv: list[str]) -> str:
     return shlex.join(["harness", *argv])
+
+
+def rerender(out_dir: Path) -> int:
+    """Rewrite matrix.md and summary.png of a matrix folder from its matrix.csv; return the gate's exit code."""
+    info = json.loads((out_dir / JSON_NAME).read_text()) if (out_dir / JSON_NAME).exists() else {}
+    command = info.get("command", "harness matrix")
+    results = read_csv(out_dir / CSV_NAME)
+    cells = group(results)
+    exit_code = 1 if any(c.matches is False for c in cells) else 0
+    plot_summary(cells, out_dir / PNG_NAME, f"{out_dir.name}: verdict per LiteLLM version")
+    notes = []
+    if (out_dir / COMPARISON_NAME).exists():
+        notes.append(f"Compared with a baseline: see [{COMPARISON_NAME}]({COMPARISON_NAME}).")
+    _write_md(out_dir, results, command, exit_code, PNG_NAME, notes)
+    return exit_code

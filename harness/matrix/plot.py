@@ -20,14 +20,16 @@ def _version_key(v: str) -> tuple[int, ...] | tuple[float]:
         return (float("inf"),)
 
 
+def _head(c: Cell) -> str:
+    return SHORT.get(c.verdict, c.verdict if len(c.verdict) < 18 else "MIXED")
+
+
 def _cell_text(c: Cell) -> str:
-    verdict = c.verdict
-    head = SHORT.get(verdict, verdict if len(verdict) < 18 else "MIXED")
     if c.matches is None:
         reason = textwrap.shorten(c.reason or "", 60, placeholder="…")
-        return f"{head}\n" + "\n".join(textwrap.wrap(reason, 22)[:3])
+        return "\n".join(textwrap.wrap(reason, 22)[:3])
     mark = "✓" if c.matches else "✗ UNEXPECTED"
-    lines = [head, f"expected {c.expected} {mark}"]
+    lines = [f"expected {c.expected} {mark}"]
     ph, leak = c.median("phantoms"), c.median("leaked_usd")
     lines.append("phantoms –" if ph is None else f"phantoms {ph:,.0f}")
     lines.append("leaked –" if leak is None else f"leaked ${leak:,.0f}")
@@ -49,7 +51,7 @@ def plot_summary(cells: list[Cell], path: Path, title: str) -> Path:
     nv, ns = max(1, len(versions)), max(1, len(scenarios))
     width = max(8.0, 2.1 * nv + 2.2)
     fig = plt.figure(figsize=(width, 1.55 * ns + 4.2), dpi=110)
-    grid = fig.add_gridspec(2, 2, height_ratios=[1.55 * ns, 2.8], hspace=0.45, wspace=0.18)
+    grid = fig.add_gridspec(2, 2, height_ratios=[1.55 * ns, 2.8], hspace=0.3, wspace=0.18)
     ax = fig.add_subplot(grid[0, :])
     for yi, scen in enumerate(scenarios):
         for xi, ver in enumerate(versions):
@@ -62,7 +64,8 @@ def plot_summary(cells: list[Cell], path: Path, title: str) -> Path:
             bad = c.matches is False
             ax.add_patch(Rectangle((xi + 0.03, y + 0.04), 0.94, 0.92, facecolor=color,
                                    edgecolor="#b00000" if bad else "white", linewidth=3 if bad else 1))
-            ax.text(xi + 0.5, y + 0.5, _cell_text(c), ha="center", va="center", fontsize=8.5,
+            ax.text(xi + 0.5, y + 0.78, _head(c), ha="center", va="center", fontsize=10, fontweight="bold")
+            ax.text(xi + 0.5, y + 0.40, _cell_text(c), ha="center", va="center", fontsize=8.5,
                     fontweight="bold" if bad else "normal", linespacing=1.35)
     ax.set_xlim(0, nv)
     ax.set_ylim(0, ns)
@@ -79,14 +82,20 @@ def plot_summary(cells: list[Cell], path: Path, title: str) -> Path:
         bx = fig.add_subplot(grid[1, col])
         step = 0.8 / ns
         for si, scen in enumerate(scenarios):
-            xs, hs = [], []
+            xs, hs, colors = [], [], []
             for xi, ver in enumerate(versions):
                 c = by_key.get((scen, ver))
                 v = c.median(metric) if c else None
-                if v is not None:
-                    xs.append(xi - 0.4 + step * (si + 0.5))
+                x = xi - 0.4 + step * (si + 0.5)
+                if v is not None and c is not None:
+                    xs.append(x)
                     hs.append(v)
-            bars = bx.bar(xs, hs, width=step * 0.9, label=scen)
+                    colors.append(COLORS.get(c.verdict, MIXED_COLOR) if ns == 1 else None)
+                elif c is not None:
+                    bx.annotate(_head(c) if c.matches is None else "–", (x, 0), ha="center", va="bottom",
+                                fontsize=7, color="#666666", xytext=(0, 2), textcoords="offset points")
+            kwargs = {"color": colors, "edgecolor": "#555555"} if ns == 1 else {}
+            bars = bx.bar(xs, hs, width=step * 0.9, label=scen, **kwargs)
             for bar, h in zip(bars, hs, strict=True):
                 bx.annotate(f"${h:,.0f}" if money else f"{h:,.0f}", (bar.get_x() + bar.get_width() / 2, h),
                             ha="center", va="bottom", fontsize=7.5, xytext=(0, 2), textcoords="offset points")
