@@ -116,14 +116,18 @@ def bisect_versions(versions: list[str], good: str, bad: str, probe: Callable[[s
         result = probe(line[i])
         p = Probe(step, line[i], result, (line[lo], line[hi]), decision_for(result))
         res.probes.append(p)
-        if on_probe:
-            on_probe(p, res)
         return result
+
+    def report() -> None:
+        res.lo, res.hi = line[lo], line[hi]
+        if on_probe:
+            on_probe(res.probes[-1], res)
 
     if check_ends:
         for i, want in ((0, old_outcome), (len(line) - 1, new_outcome)):
             got = run(i, lambda r, want=want: "end check: " + ("as stated" if r.outcome == want else
                                                                  f"expected {want}")).outcome
+            report()
             if got != want:
                 role = "good" if line[i] == good else "bad"
                 res.error = (f"--{role} {line[i]} did not show '{want}' (got {got or 'no decision'}): "
@@ -153,6 +157,7 @@ def bisect_versions(versions: list[str], good: str, bad: str, probe: Callable[[s
             hi = i
         else:
             skipped.add(i)
+        report()
     res.lo, res.hi = line[lo], line[hi]
     res.ambiguous = [line[i] for i in sorted(skipped) if lo < i < hi]
     return res
