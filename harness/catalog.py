@@ -250,8 +250,8 @@ def merge_rows(old: Sequence[dict[str, str]], new: Sequence[dict[str, str]],
     for r in new:
         merged[(r["scenario"], r["version"])] = dict(r)
     rank = {key: i for i, key in enumerate(order)}
-    keys = list(merged)
-    keys.sort(key=lambda k: (rank.get(k, len(rank)), keys.index(k)))
+    previous = {key: i for i, key in enumerate(merged)}
+    keys = sorted(merged, key=lambda k: (rank.get(k, len(rank)), previous[k]))
     return [merged[k] for k in keys]
 
 
@@ -339,6 +339,60 @@ def _default(info: FieldInfo) -> str:
     return "`" + json.dumps(value, default=str) + "`"
 
 
+# Meanings of fields whose definition in harness/scenario.py carries no comment (a comment there wins).
+# tests/test_catalog.py fails when a field has neither, so the reference cannot silently miss one.
+FIELD_NOTES: dict[str, str] = {
+    "Scenario.name": "run ids and the report use it",
+    "Scenario.description": "one line for the report and the catalog list",
+    "Scenario.expect": "the outcome expected on every version not in `expect_by_version`",
+    "Scenario.backend": "where the stack runs (`harness run --backend` overrides)",
+    "Scenario.litellm": "the LiteLLM version `harness run` uses (`--litellm` overrides)",
+    "Scenario.replicas": "LiteLLM proxy processes; requests go round-robin over them",
+    "Scenario.model": "the model name clients send (the mock serves it)",
+    "Scenario.litellm_settings": "proxy config settings",
+    "Scenario.pricing": "the mock model's prices (they size LiteLLM's reservations)",
+    "Scenario.budget": "end-user budgets",
+    "Scenario.end_users": "the end-user ids the load sends (header `x-litellm-end-user-id` and body `user`)",
+    "Scenario.load": "the Locust load shape",
+    "Scenario.mix": "what each request looks like and how its client behaves",
+    "Scenario.mock": "the mock upstream's answers",
+    "Scenario.faults": "fault windows (the nemesis), relative to the load start",
+    "Scenario.sampling": "the Redis-counter / DB-spend sampler",
+    "Scenario.seed": "seeds the load's random choices",
+    "Pricing.input_cost_per_token": "$ per prompt token",
+    "Pricing.output_cost_per_token": "$ per completion token (× 16384 when no max_tokens is sent)",
+    "Budget.per_user": "end user id → its own max budget ($), created with /customer/new",
+    "EndUsers.count": "how many end-user ids",
+    "EndUsers.prefix": "ids are `<prefix><zero-padded index>`",
+    "EndUsers.pick": "uniform over all ids, or a hot set getting `hot_share` of the requests",
+    "Stage.duration_s": "seconds of this stage",
+    "Stage.users": "Locust users during the stage (0: a pause)",
+    "Stage.spawn_rate": "users started per second",
+    "Load.spawn_rate": "users started per second",
+    "Load.duration_s": "seconds of load (ignored when `stages` is set)",
+    "MaxTokens.weights": "relative weights of `choices`; null: equal",
+    "Retries.max": "retries of a failed request",
+    "Retries.on_status": "HTTP statuses that are retried",
+    "Retries.backoff_s": "first backoff, doubled per retry",
+    "Mix.stream_share": "share of requests that stream",
+    "Mix.client_timeout_s": "the client gives up after this long (recorded as a timeout)",
+    "Mix.max_tokens": "max_tokens each request sends",
+    "Mix.prompt_chars": "prompt length range in characters (~4 per token)",
+    "Mix.retries": "client retries",
+    "Mix.first_requests": "the first requests of each Locust user, planned apart from the mix",
+    "FirstRequests.count": "how many of each Locust user's first requests (0: off)",
+    "FirstRequests.stream": "whether they stream",
+    "MockSettings.chunks": "content chunks per streamed answer",
+    "MockSettings.chunk_delay_s": "delay between chunks",
+    "MockSettings.first_token_delay_s": "delay before the first chunk of every stream (slow model)",
+    "MockSettings.default_completion_tokens": "completion tokens when the request sends no max_tokens",
+    "FaultWindow.kind": "what fails (kinds and their params: the comments of FaultKind in harness/scenario.py, "
+                        "execution: harness/faults.py)",
+    "FaultWindow.params": "the kind's parameters",
+    "Sampling.interval_s": "seconds between samples",
+}
+
+
 def _comments(model: type[BaseModel]) -> dict[str, str]:
     """Field comments from the source: `name: ... # comment`, or `# comment` lines right above the field."""
     import inspect
@@ -400,9 +454,30 @@ def schema_markdown(root: type[BaseModel] = Scenario) -> str:
             limits = _constraints(info)
             if limits:
                 kind += f" ({limits})"
-            parts.append(f"| `{name}` | {kind} | {_default(info)} | {_cell(notes.get(name, ''))} |")
+            meaning = notes.get(name) or FIELD_NOTES.get(f"{model.__name__}.{name}", "")
+            parts.append(f"| `{name}` | {kind} | {_default(info)} | {_cell(meaning)} |")
         parts.append("")
+    parts += ["#### fault kinds (`faults[].kind`)", "", "| kind | params / meaning |", "|---|---|"]
+    parts += [f"| `{k}` | {_cell(v)} |" for k, v in fault_kinds().items()]
     return "\n".join(parts)
+
+
+def fault_kinds() -> dict[str, str]:
+    """FaultKind's values with their comments in harness/scenario.py."""
+    import inspect
+    import re
+
+    from harness import scenario as scenario_module
+
+    out: dict[str, str] = {}
+    source = inspect.getsource(scenario_module)
+    block = source[source.index("FaultKind = Literal["):]
+    block = block[:block.index("]\n")]
+    for line in block.splitlines()[1:]:
+        m = re.match(r'^\s*"([a-z_]+)",\s*(?:#\s*(.*))?$', line)
+        if m:
+            out[m.group(1)] = (m.group(2) or "").strip()
+    return out
 
 
 # -- the command --------------------------------------------------------------------------------------

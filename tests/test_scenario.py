@@ -80,3 +80,67 @@ def test_max_reservation_follows_litellm_estimate() -> None:
     seed = load_scenario(Path("scenarios/phantom-budget.yaml"))
     # no max_tokens → 16384 output tokens at the output price, plus the prompt
     assert seed.max_reservation(prompt_tokens=0) == pytest.approx(16384 * seed.pricing.output_cost_per_token)
+
+
+# -- catalog additions: mix.first_requests, versions, checks, snapshot_redis -----------------------------
+def test_first_requests_default_off_and_parsed(tmp_path: Path) -> None:
+    assert load_scenario(_write(tmp_path, "name: a\nexpect: clean\n")).mix.first_requests.count == 0
+    s = load_scenario(_write(tmp_path, "name: a\nexpect: clean\nmix:\n  first_requests: {count: 1, max_tokens: null, "
+                             "disconnect_after_chunks: 1}\n"))
+    fr = s.mix.first_requests
+    assert (fr.count, fr.stream, fr.max_tokens, fr.disconnect_after_chunks) == (1, True, None, 1)
+    with pytest.raises(HarnessError, match="mix.first_requests.count"):
+        load_scenario(_write(tmp_path, "name: a\nexpect: clean\nmix: {first_requests: {count: -1}}\n"))
+
+
+def test_max_reservation_with_and_without_first_requests() -> None:
+    s = load_scenario(Path("scenarios/minimal.yaml"))
+    assert s.max_reservation() == pytest.approx(2.0)          # the cut stream: shrunk to the whole budget
+    own = s.max_reservation(first_requests=False)
+    assert own == pytest.approx((80 // 4 + 8) * 0.000002 + 8 * 0.0016)
+
+
+def test_first_requests_are_planned_apart_from_the_mix() -> None:
+    import random
+
+    from harness.load.client import Planner
+    from harness.load.config import LoadConfig
+
+    s = load_scenario(Path("scenarios/minimal.yaml"))
+    endpoints = type("E", (), {"proxy_urls": ["http://127.0.0.1:1"], "master_key": ""})()
+    cfg = LoadConfig.from_scenario(s, endpoints, Path("/tmp"))
+    assert (cfg.first_requests, cfg.first_max_tokens, cfg.first_disconnect_after) == (1, None, 1)
+    planner = Planner(cfg, random.Random(1))
+    first, *rest = [planner.next() for _ in range(5)]
+    assert first.stream and first.max_tokens is None and first.disconnect_after == 1
+    assert all(not p.stream and p.max_tokens == 8 and p.disconnect_after is None for p in rest)
+
+
+def test_versions_default_to_litellm_and_are_not_inherited(tmp_path: Path) -> None:
+    base = _write(tmp_path, "name: base\nexpect: clean\nlitellm: '1.84.0'\nversions: ['1.84.0', '1.108.7']\n",
+                  "base.yaml")
+    assert load_scenario(base).catalog_versions() == ["1.84.0", "1.108.7"]
+    child = _write(tmp_path, "extends: base.yaml\nname: child\nlitellm: '1.89.1'\n", "child.yaml")
+    assert load_scenario(child).catalog_versions() == ["1.89.1"]
+
+
+def test_checks_default_and_validation(tmp_path: Path) -> None:
+    assert load_scenario(_write(tmp_path, "name: a\nexpect: clean\n")).checks == ["phantom", "leak"]
+    s = load_scenario(_write(tmp_path, "name: a\nexpect: clean\nchecks: [phantom, leak, deflation]\n"))
+    assert "deflation" in s.checks
+    with pytest.raises(HarnessError, match="checks"):
+        load_scenario(_write(tmp_path, "name: a\nexpect: clean\nchecks: [inflation]\n"))
+
+
+def test_snapshot_redis_is_a_fault_kind(tmp_path: Path) -> None:
+    s = load_scenario(_write(tmp_path, "name: a\nexpect: clean\nfaults: [{kind: snapshot_redis, at_s: 3}]\n"))
+    assert s.faults[0].kind == "snapshot_redis"
+
+
+@pytest.mark.parametrize("path", sorted(Path("scenarios").glob("*.yaml")), ids=lambda p: p.stem)
+def test_catalog_scenarios_load_and_name_an_issue(path: Path) -> None:
+    s = load_scenario(path)
+    assert s.issue, f"{path}: a catalog scenario names its upstream issue"
+    assert path.read_text().startswith("#"), f"{path}: starts with a header comment"
+    for version in s.catalog_versions():
+        assert s.expectation_for(version) in ("reproduced", "clean")
