@@ -97,7 +97,7 @@ def analyze_cli(run_dir: Path, console: Console) -> int:
     try:
         result = analyze(run_dir)
     except HarnessError as exc:
-        console.print(f"[bold red]error:[/] {exc.line()}", highlight=False)
+        console.print(f"[bold red]error:[/] {exc.line()}", highlight=False, soft_wrap=True)
         return exc.exit_code
     print_result(result, console)
     return result.exit_code
@@ -109,30 +109,34 @@ def print_result(result: AnalysisResult, console: Console) -> None:
     from harness.analyze.report import _money, _pct
 
     ev = result.evidence
+
+    def out(text: str) -> None:
+        console.print(text, soft_wrap=True, highlight=False)
+
     color = {"REPRODUCED": "red", "NOT REPRODUCED": "green"}.get(result.verdict, "yellow")
     match = "[green]matches[/]" if ev["matches_expectation"] else "[bold red]does NOT match[/]"
-    console.print(f"[bold {color}]{result.verdict}[/] — LiteLLM {escape(ev['litellm_version'])}, scenario "
-                  f"{escape(ev['scenario'])}; expected {ev['expected']}: {match} (exit {result.exit_code})")
+    out(f"[bold {color}]{result.verdict}[/] — LiteLLM {escape(ev['litellm_version'])}, scenario "
+        f"{escape(ev['scenario'])}; expected {ev['expected']}: {match} (exit {result.exit_code})")
     for reason in result.reasons:
-        console.print(f"  • {escape(reason)}")
+        out(f"  • {escape(reason)}")
     req, ph, dr = ev["requests"], ev["phantom"], ev["drain"]
     bc = req["by_class"]
-    console.print(f"  requests {req['total']:,}: ok {bc['ok']:,}, budget {bc['budget']:,}, upstream "
-                  f"{bc['upstream']:,}, walk-away {bc['disconnect']:,}, other {bc['other']:,}")
+    out(f"  requests {req['total']:,}: ok {bc['ok']:,}, budget {bc['budget']:,}, upstream "
+        f"{bc['upstream']:,}, walk-away {bc['disconnect']:,}, other {bc['other']:,}")
     first = (ph["first"] or {}).get("t_rel")
     tail = f", first at {first:.1f} s)" if first is not None else ")"
-    console.print(f"  phantom rejections {ph['count']:,} ({_pct(ph['share_of_rejections'])} of rejections, "
-                  f"{ph['affected_end_users']} end users{tail}")
+    out(f"  phantom rejections {ph['count']:,} ({_pct(ph['share_of_rejections'])} of rejections, "
+        f"{ph['affected_end_users']} end users{tail}")
     if dr["ran"]:
-        console.print(f"  drain: {dr['leaked_users']} of {dr['users_checked']} counters leaked "
-                      f"{_money(dr['leaked_total'])}; Redis {_money(dr['counter_total'])} vs DB "
-                      f"{_money(dr['db_total'])} vs true {_money(dr['true_low_total'])}–"
-                      f"{_money(dr['true_high_total'])}")
+        out(f"  drain: {dr['leaked_users']} of {dr['users_checked']} counters leaked "
+            f"{_money(dr['leaked_total'])}; Redis {_money(dr['counter_total'])} vs DB "
+            f"{_money(dr['db_total'])} vs true {_money(dr['true_low_total'])}–"
+            f"{_money(dr['true_high_total'])}")
     else:
-        console.print(f"  drain: not run ({escape(str(dr.get('why_not')))})")
+        out(f"  drain: not run ({escape(str(dr.get('why_not')))})")
     for w in ev.get("warnings", [])[:5]:
-        console.print(f"  [yellow]warning:[/] {escape(w)}")
-    console.print(f"  report: {result.report_path}")
+        out(f"  [yellow]warning:[/] {escape(w)}")
+    out(f"  report: {result.report_path}")
 
 
 def _display_path(run_dir: Path) -> str:
