@@ -121,3 +121,24 @@ def test_thread_samples_on_a_grid_and_survives_redis_down(data: tuple[redis.Redi
         broken.stop()
     assert broken.errors == 1 and "ConnectionError" in (broken.last_error or "")
     assert not (tmp_path / "broken" / SAMPLES_FILE).exists()
+
+
+def test_stop_writes_the_other_spend_counters(data: tuple[redis.Redis, str], tmp_path: Path) -> None:
+    """spend:key/user/team counters (not sampled every second) are written once at stop()."""
+    from harness.sampler import OTHER_COUNTERS_FILE, read_other_counters
+
+    r, dsn = data
+    _seed(r, dsn, {"eu-1": 1.0}, {})
+    r.set("spend:key:abc", "3.5")
+    r.expire("spend:key:abc", 60)
+    r.set("spend:user:u1", "2.25")
+    r.set("litellm_spend_update_buffer", "x")          # not a spend counter
+    assert [(k, v) for k, v, _ in read_other_counters(r)] == [("spend:key:abc", 3.5), ("spend:user:u1", 2.25)]
+    port = r.connection_pool.connection_kwargs["port"]
+    sampler = Sampler(f"redis://127.0.0.1:{port}/0", dsn, tmp_path)
+    sampler.sample_once()
+    sampler.stop()
+    with open(tmp_path / OTHER_COUNTERS_FILE, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(x["key"], float(x["value"])) for x in rows] == [("spend:key:abc", 3.5), ("spend:user:u1", 2.25)]
+    assert 0 < float(rows[0]["ttl"]) <= 60 and float(rows[1]["ttl"]) == -1.0
