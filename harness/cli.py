@@ -179,7 +179,7 @@ def _on_sigterm(signum: int, frame: object) -> None:
 def main() -> NoReturn:
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
     except HarnessError as exc:
         console.print(f"[bold red]error:[/] {exc.line()}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
@@ -197,7 +197,7 @@ def main() -> NoReturn:
         if isinstance(exc, click.exceptions.Abort):
             sys.exit(130)
         raise
-    sys.exit(0)
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":

@@ -84,7 +84,8 @@ class LocalStack:
         try:
             endpoints = self._up(spec, env, started)
         except BaseException:
-            self._say("[yellow]start-up failed: stopping everything that was started[/]")
+            if self.group.records:
+                self._say("[yellow]start-up failed: stopping everything that was started[/]")
             self.down()
             raise
         return endpoints
