@@ -210,3 +210,29 @@ def test_bisect_command_writes_md_and_csv(tmp_path: Path, monkeypatch: pytest.Mo
     assert "1.104.9: LiteLLM 1.104.9 cannot be installed" in md
     rows = (tmp_path / "b" / "bisect.csv").read_text().splitlines()
     assert rows[0].startswith("step,version,range_before") and len(rows) == 3
+
+
+def test_weak_evidence_threshold() -> None:
+    from harness.matrix.bisect import evidence_outcome
+
+    weak = CellResult("s", "1.95.0", verdict=REPRODUCED, phantoms=1, leaked_usd=0.004)
+    strong = CellResult("s", "1.94.0", verdict=REPRODUCED, phantoms=0, leaked_usd=77.5)
+    clean = CellResult("s", "1.96.0", verdict=NOT_REPRODUCED, phantoms=0, leaked_usd=0.0)
+    plain = evidence_outcome()
+    assert (plain(weak), plain(strong), plain(clean)) == ("reproduced", "reproduced", "clean")
+    strict = evidence_outcome(min_phantoms=5, min_leaked_usd=5.0)
+    assert (strict(weak), strict(strong), strict(clean)) == (None, "reproduced", "clean")
+
+    class Loaded(Probe):        # a fixed version that shows one late release on a loaded machine
+        def __call__(self, version: str) -> CellResult:
+            r = super().__call__(version)
+            if version == "1.93.0":
+                r.verdict, r.phantoms, r.leaked_usd = REPRODUCED, 1, 0.004
+            return r
+
+    probe = Loaded(fixed_in="1.91.0")
+    res = bisect_versions(INSIDE, good="1.96.0", bad="1.84.0", probe=probe, classify=strict)
+    assert probe.order == ["1.90.0", "1.93.0", "1.94.0", "1.92.0", "1.91.0"] and res.first == "1.91.0"
+    assert res.probes[1].decision.startswith("skipped (weak evidence: REPRODUCED with 1 phantom(s)")
+    fooled = bisect_versions(INSIDE, good="1.96.0", bad="1.84.0", probe=Loaded(fixed_in="1.91.0"))
+    assert fooled.first == "1.94.0"      # without the threshold the late release misleads the search

@@ -38,7 +38,7 @@ def matrix_command(versions: str, scenarios: list[Path] | None, repeat: int, bas
 
 
 def bisect_command(scenario: Path, good: str, bad: str, duration: float | None, check_ends: bool,
-                   out: Path | None, console: Console) -> int:
+                   out: Path | None, console: Console, min_phantoms: int = 0, min_leaked: float = 0.0) -> int:
     from harness.matrix import bisect as bs
     from harness.matrix import pypi
     from harness.matrix.matrix import command_line, new_matrix_dir
@@ -81,7 +81,8 @@ def bisect_command(scenario: Path, good: str, bad: str, duration: float | None, 
                       f"{escape(p.decision)}", highlight=False)
 
     res = bs.bisect_versions(inside, good, bad, probe, check_ends=check_ends, scenario=name,
-                             on_probe=on_probe, excluded=excluded)
+                             on_probe=on_probe, excluded=excluded,
+                             classify=bs.evidence_outcome(min_phantoms, min_leaked))
     (out_dir / "bisect.md").write_text(bs.render_md(res, command, started))
     color = "green" if res.exact else "yellow"
     console.print(f"[bold {color}]{escape(res.headline())}[/]  ({len(res.probes)} probe(s), "

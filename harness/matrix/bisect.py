@@ -30,6 +30,30 @@ CSV_COLUMNS = ("step", "version", "range_before", "status", "verdict", "outcome"
                "leaked_usd", "max_inflation_usd", "wall_s", "run_dir", "reason")
 
 
+Classify = Callable[[CellResult], str | None]
+
+
+def verdict_outcome(result: CellResult) -> str | None:
+    """The analyzer's verdict as the outcome: REPRODUCED → reproduced, NOT REPRODUCED → clean, else None."""
+    return result.outcome
+
+
+def evidence_outcome(min_phantoms: int = 0, min_leaked_usd: float = 0.0) -> Classify:
+    """Like `verdict_outcome`, but a REPRODUCED run counts as reproduced only with at least `min_phantoms`
+    phantom rejections or `min_leaked_usd` leaked after the drain; weaker evidence decides nothing (the
+    probe is skipped). For a loaded machine, where a late release can look like one phantom or a few cents."""
+
+    def classify(result: CellResult) -> str | None:
+        outcome = result.outcome
+        if outcome != BAD or (min_phantoms <= 0 and min_leaked_usd <= 0):
+            return outcome
+        strong = (min_phantoms > 0 and (result.phantoms or 0) >= min_phantoms) or (
+            min_leaked_usd > 0 and (result.leaked_usd or 0.0) >= min_leaked_usd)
+        return BAD if strong else None
+
+    return classify
+
+
 @dataclass
 class Probe:
     step: int
@@ -37,10 +61,7 @@ class Probe:
     result: CellResult
     range_before: tuple[str, str]     # (lo, hi) when this version was chosen
     decision: str                     # "→ lo" / "→ hi" / "skipped: …" / "end check"
-
-    @property
-    def outcome(self) -> str | None:
-        return self.result.outcome
+    outcome: str | None = None        # reproduced / clean / None (decided nothing)
 
     def row(self) -> dict[str, object]:
         r = self.result
@@ -95,7 +116,7 @@ class BisectResult:
 def bisect_versions(versions: list[str], good: str, bad: str, probe: Callable[[str], CellResult], *,
                     check_ends: bool = False, scenario: str = "",
                     on_probe: Callable[[Probe, BisectResult], None] | None = None,
-                    excluded: dict[str, str] | None = None) -> BisectResult:
+                    excluded: dict[str, str] | None = None, classify: Classify = verdict_outcome) -> BisectResult:
     """Binary search over `versions` (the releases strictly between good and bad, any order)."""
     if Version(good) == Version(bad):
         raise HarnessError(f"--good and --bad are the same version ({good})", "pass two different releases")
@@ -110,13 +131,14 @@ def bisect_versions(versions: list[str], good: str, bad: str, probe: Callable[[s
     skipped: set[int] = set()
     step = 0
 
-    def run(i: int, decision_for: Callable[[CellResult], str]) -> CellResult:
+    def run(i: int, decision_for: Callable[[CellResult, str | None], str]) -> Probe:
         nonlocal step
         step += 1
         result = probe(line[i])
-        p = Probe(step, line[i], result, (line[lo], line[hi]), decision_for(result))
+        outcome = classify(result)
+        p = Probe(step, line[i], result, (line[lo], line[hi]), decision_for(result, outcome), outcome)
         res.probes.append(p)
-        return result
+        return p
 
     def report() -> None:
         res.lo, res.hi = line[lo], line[hi]
@@ -125,8 +147,8 @@ def bisect_versions(versions: list[str], good: str, bad: str, probe: Callable[[s
 
     if check_ends:
         for i, want in ((0, old_outcome), (len(line) - 1, new_outcome)):
-            got = run(i, lambda r, want=want: "end check: " + ("as stated" if r.outcome == want else
-                                                                 f"expected {want}")).outcome
+            got = run(i, lambda r, o, want=want: "end check: " + ("as stated" if o == want else
+                                                                    f"expected {want}")).outcome
             report()
             if got != want:
                 role = "good" if line[i] == good else "bad"
@@ -142,11 +164,14 @@ def bisect_versions(versions: list[str], good: str, bad: str, probe: Callable[[s
         mid = (lo + hi) // 2
         i = min(todo, key=lambda j: (abs(j - mid), j < mid))
 
-        def decide(r: CellResult, i: int = i) -> str:
-            if r.outcome == old_outcome:
-                return f"{r.outcome}: first change is after {line[i]}"
-            if r.outcome == new_outcome:
-                return f"{r.outcome}: first change is at or before {line[i]}"
+        def decide(r: CellResult, o: str | None, i: int = i) -> str:
+            if o == old_outcome:
+                return f"{o}: first change is after {line[i]}"
+            if o == new_outcome:
+                return f"{o}: first change is at or before {line[i]}"
+            if r.outcome is not None:
+                return (f"skipped (weak evidence: {r.verdict} with {r.phantoms} phantom(s), "
+                        f"${r.leaked_usd or 0:.4g} leaked): trying a neighbour")
             why = r.reason or r.verdict or r.status
             return f"skipped ({r.status if r.status != 'ok' else r.verdict}): {why}; trying a neighbour"
 
