@@ -28,11 +28,11 @@ def _cell_text(c: Cell) -> str:
     if c.matches is None:
         reason = textwrap.shorten(c.reason or "", 60, placeholder="…")
         return "\n".join(textwrap.wrap(reason, 22)[:3])
-    mark = "✓" if c.matches else "✗ UNEXPECTED"
-    lines = [f"expected {c.expected} {mark}"]
+    lines = [f"expected {c.expected} " + ("✓" if c.matches else "✗ NO MATCH")]
     ph, leak = c.median("phantoms"), c.median("leaked_usd")
     lines.append("phantoms –" if ph is None else f"phantoms {ph:,.0f}")
-    lines.append("leaked –" if leak is None else f"leaked ${leak:,.0f}")
+    lines.append("leaked –" if leak is None else f"leaked ${leak:,.0f}" if leak >= 10 or leak == 0 else
+                 f"leaked ${leak:.2g}")
     if len(c.runs) > 1:
         lines.append(f"({len(c.runs)} repeats)")
     return "\n".join(lines)
@@ -65,8 +65,8 @@ def plot_summary(cells: list[Cell], path: Path, title: str) -> Path:
             ax.add_patch(Rectangle((xi + 0.03, y + 0.04), 0.94, 0.92, facecolor=color,
                                    edgecolor="#b00000" if bad else "white", linewidth=3 if bad else 1))
             ax.text(xi + 0.5, y + 0.78, _head(c), ha="center", va="center", fontsize=10, fontweight="bold")
-            ax.text(xi + 0.5, y + 0.40, _cell_text(c), ha="center", va="center", fontsize=8.5,
-                    fontweight="bold" if bad else "normal", linespacing=1.35)
+            ax.text(xi + 0.5, y + 0.40, _cell_text(c), ha="center", va="center", fontsize=8.5, linespacing=1.35,
+                    color="#8b0000" if bad else "black")
     ax.set_xlim(0, nv)
     ax.set_ylim(0, ns)
     ax.set_xticks([i + 0.5 for i in range(nv)], [f"LiteLLM {v}" for v in versions], fontsize=9)
@@ -92,12 +92,13 @@ def plot_summary(cells: list[Cell], path: Path, title: str) -> Path:
                     hs.append(v)
                     colors.append(COLORS.get(c.verdict, MIXED_COLOR) if ns == 1 else None)
                 elif c is not None:
-                    bx.annotate(_head(c) if c.matches is None else "–", (x, 0), ha="center", va="bottom",
+                    bx.annotate(_head(c).lower(), (x, 0), ha="center", va="bottom",
                                 fontsize=7, color="#666666", xytext=(0, 2), textcoords="offset points")
             kwargs = {"color": colors, "edgecolor": "#555555"} if ns == 1 else {}
             bars = bx.bar(xs, hs, width=step * 0.9, label=scen, **kwargs)
             for bar, h in zip(bars, hs, strict=True):
-                bx.annotate(f"${h:,.0f}" if money else f"{h:,.0f}", (bar.get_x() + bar.get_width() / 2, h),
+                text = (f"${h:,.0f}" if h >= 10 or h == 0 else f"${h:.2g}") if money else f"{h:,.0f}"
+                bx.annotate(text, (bar.get_x() + bar.get_width() / 2, h),
                             ha="center", va="bottom", fontsize=7.5, xytext=(0, 2), textcoords="offset points")
         bx.set_xticks(range(nv), versions, fontsize=8, rotation=30 if nv > 6 else 0)
         bx.set_title(label, fontsize=10)

@@ -14,7 +14,9 @@ MATCH_TEXT = {True: "✅ yes", False: "❌ **NO**", None: "n/a"}
 
 
 def money(v: float | None) -> str:
-    return "–" if v is None else f"${v:,.2f}"
+    if v is None:
+        return "–"
+    return f"${v:.2g}" if 0 < abs(v) < 0.01 else f"${v:,.2f}"
 
 
 def num(v: float | None, fmt: str = ",.0f") -> str:
@@ -83,7 +85,8 @@ def render_matrix_md(cells: list[Cell], base: Path, title: str, command: str, ex
         parts += [f"![summary]({picture})", ""]
     parts += [matrix_table(cells, base), ""]
     parts += ["Columns: *phantom rejections* — budget rejections of end users whose true spend was below budget − "
-              "one reservation; *max inflation* — largest Σ Redis counters − Σ true spend over the run; *leaked $* — "
+              "one reservation; *max inflation* — largest Σ Redis counters − Σ true spend over the run (includes the "
+              "reservations of requests in flight at that moment); *leaked $* — "
               "reservations still on the counters after the drain; req/s over the load phase; p50/p99 latency of "
               "HTTP 200 requests; *wall* — env check/build + stack + load + drain + analysis. With repeats: median "
               "(min–max). INCONCLUSIVE, errors and uninstallable versions never count as a match; uninstallable / "
