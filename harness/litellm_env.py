@@ -186,9 +186,9 @@ def cached() -> list[LiteLLMEnv]:
 
 
 @contextlib.contextmanager
-def _build_lock(version: str) -> Iterator[None]:
+def _build_lock(name: str) -> Iterator[None]:
     envs_dir().mkdir(parents=True, exist_ok=True)
-    with open(envs_dir() / f".{version}.lock", "w") as fh:
+    with open(envs_dir() / f".{name}.lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -330,8 +330,9 @@ class _Builder:
             env["PRISMA_QUERY_ENGINE_BINARY"] = str(standin_query_engine())
             env["PRISMA_SCHEMA_ENGINE_BINARY"] = str(standin_schema_engine())
         self._say("generating the Prisma client (offline)")
-        seconds, _ = self._run("prisma generate", [str(self.env.venv / "bin" / "prisma"), "generate",
-                                                   f"--schema={schema}"], env=env, cwd=self.env.root)
+        with _build_lock("prisma-cli"):  # the npm-installed Prisma CLI is shared by all versions
+            seconds, _ = self._run("prisma generate", [str(self.env.venv / "bin" / "prisma"), "generate",
+                                                       f"--schema={schema}"], env=env, cwd=self.env.root)
         self.figures["generate_s"] = round(seconds, 1)
         if not (self.env.site_packages / "prisma" / "client.py").exists():
             raise _StepFailed("prisma generate", "the generated client (prisma/client.py) is missing")
