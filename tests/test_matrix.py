@@ -268,7 +268,7 @@ def test_real_runner_uninstallable_unsupported_and_errors(tmp_path: Path, monkey
         _run_folder(opts.out)  # type: ignore[attr-defined]
         return 0
 
-    real = RealRunner(quiet())
+    real = RealRunner(quiet(), retry_errors=0)
     cell = real(SEED, "1.104.9", tmp_path / "a")          # resolve() rejects it: no build attempted
     assert cell.status == UNINSTALLABLE and "cannot be installed" in cell.reason
     off = tmp_path / "off.yaml"
@@ -303,3 +303,30 @@ def test_cli_matrix_exit_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
                             str(tmp_path / "fail")])
     assert fail.exit_code == 1, fail.output        # 1.108.7 is expected clean
     assert (tmp_path / "fail" / "matrix.md").exists()
+
+
+def test_real_runner_retries_a_stack_error_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness import litellm_env
+    from harness import runner as harness_runner
+
+    folders: list[Path] = []
+
+    def flaky(path: Path, opts: object, console: object) -> int:
+        out = opts.out  # type: ignore[attr-defined]
+        folders.append(out)
+        if len(folders) == 1:
+            out.mkdir(parents=True)
+            raise HarnessError("replica 1 failed to start: address already in use")
+        _run_folder(out)
+        return 0
+
+    monkeypatch.setattr(litellm_env, "ensure", lambda version, console=None: None)
+    monkeypatch.setattr(harness_runner, "run_scenario", flaky)
+    cell = RealRunner(quiet())(SEED, "1.84.0", tmp_path / "runs" / "c")
+    assert [f.name for f in folders] == ["c", "c.retry1"]
+    assert cell.status == "ok" and cell.verdict == REPRODUCED and cell.run_dir.endswith("c.retry1")
+    folders.clear()
+    monkeypatch.setattr(harness_runner, "run_scenario", lambda *a, **k: (_ for _ in ()).throw(
+        HarnessError("replica 0 exited")))
+    cell = RealRunner(quiet(), retry_errors=1)(SEED, "1.84.0", tmp_path / "runs" / "d")
+    assert cell.status == ERROR and "replica 0 exited" in cell.reason

@@ -67,7 +67,7 @@ def bisect_command(scenario: Path, good: str, bad: str, duration: float | None, 
         console.rule(f"[bold]bisect probe {done + 1}: LiteLLM {escape(version)}[/] — elapsed "
                      f"{(time.time() - started) / 60:.1f} min" + (f", ~{left} probe(s) left" if left else ""))
         result = runner(scenario, version, out_dir / "runs" / f"{name}-{version}")
-        result.run_dir = f"runs/{name}-{version}"
+        result.run_dir = f"runs/{Path(result.run_dir).name if result.run_dir else f'{name}-{version}'}"
         return result
 
     state: bs.BisectResult | None = None

@@ -103,7 +103,8 @@ def run_matrix(scenarios: list[Path], versions: list[str], runner: Runner, out_d
         run_id = f"{name}-{version}" + (f"-r{k}" if repeat > 1 else "")
         result = runner(path, version, out_dir / "runs" / run_id)
         result.scenario, result.version, result.repeat = name, version, k
-        result.run_dir = f"runs/{run_id}"     # relative to the matrix folder: the folder is self-contained
+        # relative to the matrix folder (self-contained); a retried run lives in runs/<run-id>.retry1
+        result.run_dir = f"runs/{Path(result.run_dir).name if result.run_dir else run_id}"
         result.expected = loaded[path].expectation_for(version)
         results.append(result)
         if result.wall_s and result.status == "ok":

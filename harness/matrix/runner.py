@@ -100,9 +100,10 @@ class Runner(Protocol):
 class RealRunner:
     """The real thing: env (cached), `run_scenario` (stack up → load → drain → stack down → analysis)."""
 
-    def __init__(self, console: Console, duration: float | None = None) -> None:
+    def __init__(self, console: Console, duration: float | None = None, retry_errors: int = 1) -> None:
         self.console = console
         self.duration = duration
+        self.retry_errors = retry_errors    # a stack that did not come up (port race, slow start) is retried
 
     def __call__(self, scenario_path: Path, version: str, out_dir: Path) -> CellResult:
         from harness import litellm_env, versions
@@ -127,10 +128,20 @@ class RealRunner:
         except HarnessError as exc:
             return _done(cell, t0, status=UNINSTALLABLE, reason=exc.problem)
         cell.env_s = round(time.monotonic() - t0, 1)
-        try:
-            code = run_scenario(scenario_path, opts, console=self.console)
-        except HarnessError as exc:
-            return _done(cell, t0, status=ERROR, reason=exc.line())
+        for attempt in range(self.retry_errors + 1):
+            if attempt:
+                out_dir = out_dir.with_name(f"{out_dir.name.split('.retry')[0]}.retry{attempt}")
+                opts.out = out_dir
+                cell.run_dir = str(out_dir)
+                self.console.print(f"[yellow]LiteLLM {version}: {cell.reason} — retrying once in {out_dir}[/]")
+            try:
+                code = run_scenario(scenario_path, opts, console=self.console)
+                break
+            except HarnessError as exc:
+                cell.reason = exc.line()
+        else:
+            return _done(cell, t0, status=ERROR)
+        cell.reason = ""
         read_run_folder(cell, out_dir)
         if cell.verdict is None:
             cell.status = ERROR
