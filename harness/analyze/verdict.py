@@ -78,6 +78,12 @@ def decide(ctx: Context, phantom: PhantomResult, inflation: InflationResult, dra
         blockers.append(why + " (is Redis caching configured? is this a version with counters?)")
     if not drain.ran and n >= MIN_REQUESTS:
         blockers.append(f"the drain check could not run: {drain.why_not}")
+    elif drain.ran and not len(drain.table) and drain.counters_absent and inflation.counters_observed:
+        # counters existed during the run but none was left to check (expired: 60 s TTL), e.g. a fault window that
+        # kept the load from ending (a replica restart) until the TTL had run out
+        blockers.append(f"the drain check had nothing to judge: counters were seen during the run but none was left "
+                        f"at the drain sample ({drain.after_load_end_s or 0:.0f} s after the load ended) although "
+                        f"{drain.counters_absent} end user(s) spent")
 
     if found:
         verdict, reasons = REPRODUCED, found

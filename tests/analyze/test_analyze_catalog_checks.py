@@ -68,3 +68,15 @@ def test_first_request_reserving_the_whole_budget_does_not_hide_phantoms(tmp_pat
     assert res.verdict == "REPRODUCED"
     assert ph["count"] == 25
     assert ph["max_reservation"] == pytest.approx(1.0)      # the first request could reserve the whole budget
+
+
+def test_counters_all_expired_before_the_drain_is_inconclusive(tmp_path: Path) -> None:
+    """A clean verdict needs something to check: counters seen during the run, none left at the drain sample."""
+    b = RunBuilder(tmp_path / "run", scenario=base_scenario(expect="clean"))
+    steady_users(b, USERS)
+    for s in b.samples:
+        if s["t"] - T0 >= 60:        # the load ended at 60 s; every counter has expired by then
+            s["redis_counter"] = None
+    res = analyze(b.write(), plots=False)
+    assert res.verdict == "INCONCLUSIVE"
+    assert any("nothing to judge" in r for r in res.reasons)
