@@ -184,7 +184,8 @@ def main() -> NoReturn:
     try:
         rc = app(standalone_mode=False)
     except HarnessError as exc:
-        console.print(f"[bold red]error:[/] {exc.line()}", highlight=False, soft_wrap=True)
+        console.print("[bold red]error:[/] ", end="", soft_wrap=True)
+        console.print(exc.line(), highlight=False, markup=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except (KeyboardInterrupt, Interrupted):
         console.print("[yellow]interrupted: everything started was stopped[/]")

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from harness.analyze.classify import BUDGET, DISCONNECT, OK
-from harness.analyze.context import RELEASE_GRACE_S, Context, holders
+from harness.analyze.context import Context, holders
 from harness.analyze.truespend import count_overlapping
 
 REL_TOL = 1e-6     # float tolerance of the conservation check, relative to the true spend
@@ -78,7 +78,7 @@ def check_phantom(ctx: Context) -> PhantomResult:
     h = holders(ctx)
     h_end = h["t_end"].to_numpy(dtype=float, na_value=np.nan)
     in_flight = count_overlapping(h["code"].to_numpy(), h["t_start"].to_numpy(dtype=float),
-                                  h_end + RELEASE_GRACE_S, codes, t_start, t_end, ctx.spend.t_ref)
+                                  h_end + ctx.release_grace_s, codes, t_start, t_end, ctx.spend.t_ref)
     per_res = np.minimum(ctx.max_reservation, np.nan_to_num(budget, nan=np.inf))
     # the rejected request's own reservation is an ordinary one (mix.first_requests may reserve more)
     own = ctx.max_reservation if ctx.own_max_reservation is None else ctx.own_max_reservation
@@ -278,7 +278,7 @@ def check_drain(ctx: Context, inflation: InflationResult) -> DrainResult:
     t = with_counter["t"].to_numpy()
     h = holders(ctx)
     in_flight = count_overlapping(h["code"].to_numpy(), h["t_start"].to_numpy(dtype=float),
-                                  h["t_end"].to_numpy(dtype=float, na_value=np.nan) + RELEASE_GRACE_S,
+                                  h["t_end"].to_numpy(dtype=float, na_value=np.nan) + ctx.release_grace_s,
                                   codes, t, t, ctx.spend.t_ref)
     high = with_counter["true_high"].to_numpy()
     low = with_counter["true_low"].to_numpy()

@@ -7,15 +7,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from harness.analyze.classify import BUDGET, classify_requests
+from harness.analyze.classify import BUDGET, OK, classify_requests
 from harness.analyze.load import RunData
 from harness.analyze.truespend import SpendIndex, encode_users, ledger_spend
 from harness.runfolder import LEDGER_FILE
 
 DEFAULT_BATCH_WRITE_S = 10.0   # LiteLLM's proxy_batch_write_at default
-# The release after a success runs after the response is sent: a request still holds its reservation
-# for a moment after the client saw its end.
+# The release after a success runs after the response is sent (LiteLLM's logging worker): a request still
+# holds its reservation for a while after the client saw its end — on a loaded machine, for about as long
+# as the proxy's own queueing delays. The grace is the run's p95 latency of successful requests, within
+# these bounds.
 RELEASE_GRACE_S = 2.0
+RELEASE_GRACE_MAX_S = 10.0
 # The mock appends a ledger row when a call ends and flushes about every second: a cut ledger is complete
 # only up to a little before its last row.
 LEDGER_FLUSH_S = 2.0
@@ -42,6 +45,9 @@ class Context:
     # the largest reservation of an ordinary request (not `mix.first_requests`): what a rejected request itself
     # reserves; None: the same as max_reservation
     own_max_reservation: float | None = None
+    # request id → when the proxy's upstream call for it ended (the mock's ledger)
+    upstream_end: pd.Series = field(default_factory=lambda: pd.Series(dtype=float))
+    release_grace_s: float = RELEASE_GRACE_S
 
     def rel(self, t: np.ndarray | pd.Series | float) -> np.ndarray | pd.Series | float:
         return t - self.t0
@@ -133,13 +139,44 @@ def build_context(data: RunData) -> Context:
                    t_load_end_source=t_end_source, t_drain_end=_meta_time(meta, "t_drain_end"),
                    requests=requests, ledger=ledger, samples=samples, spend=spend, budget_by_code=budget,
                    max_reservation=float(max_res), db_lag_s=db_lag, ledger_horizon=horizon,
-                   warnings=warnings, own_max_reservation=float(own_res))
+                   warnings=warnings, own_max_reservation=float(own_res),
+                   upstream_end=_upstream_end(ledger_rows), release_grace_s=_release_grace(requests))
+
+
+def _release_grace(requests: pd.DataFrame) -> float:
+    done = requests.loc[requests["cls"] == OK]
+    ok = (pd.to_numeric(done["t_end"], errors="coerce") - pd.to_numeric(done["t_start"], errors="coerce")).dropna()
+    if len(ok) < 20:
+        return RELEASE_GRACE_S
+    return float(min(RELEASE_GRACE_MAX_S, max(RELEASE_GRACE_S, ok.quantile(0.95))))
+
+
+def _upstream_end(ledger_rows: pd.DataFrame) -> pd.Series:
+    if not len(ledger_rows) or "request_id" not in ledger_rows.columns:
+        return pd.Series(dtype=float)
+    rows = ledger_rows.loc[ledger_rows["request_id"].astype(object).fillna("") != "", ["request_id", "t_end"]]
+    return rows.groupby("request_id")["t_end"].max().astype(float)
 
 
 def holders(ctx: Context) -> pd.DataFrame:
-    """Requests that may hold a reservation while they run (everything but budget rejections)."""
+    """Requests that may hold a reservation while they run (everything but budget rejections, which hold one
+    only for the moment between adding it and taking it back at auth time).
+
+    A request holds its reservation until the proxy is done with it, which can be after the client's end:
+    a client that walks away is noticed by the proxy only later (under load, seconds later), and the
+    proxy's upstream call (the mock's ledger row with the same request id) tells when that was. So a
+    holder's end is the later of the client's end and its upstream call's end.
+    """
     r = ctx.requests
-    return r.loc[r["cls"] != BUDGET]
+    h = r.loc[r["cls"] != BUDGET]
+    upstream_end = ctx.upstream_end
+    if not len(h) or not len(upstream_end) or "request_id" not in h.columns:
+        return h
+    joined = h["request_id"].map(upstream_end)
+    h = h.copy()
+    h["t_end"] = np.fmax(h["t_end"].to_numpy(dtype=float, na_value=np.nan), joined.to_numpy(dtype=float,
+                                                                                            na_value=np.nan))
+    return h
 
 
 def _meta_time(meta: dict, key: str) -> float | None:

@@ -370,3 +370,17 @@ def test_printed_budget_used_when_the_scenario_sets_none(tmp_path: Path) -> None
     res = analyze(b.write(), plots=False)
     assert res.evidence["phantom"]["count"] == 1
     assert res.evidence["phantom"]["first"]["budget"] == 1.0
+
+
+def test_a_walk_away_holds_its_reservation_until_the_proxy_ends_the_upstream_call(tmp_path: Path) -> None:
+    budget = 0.0105 + 1.5 * MAX_RES
+    b = clean_run(tmp_path, budget={"default_max_budget": budget})
+    # eu-1 walks away at 20.2 s, but the proxy notices only when its upstream call ends at 23.9 s
+    rid = b.request(20.0, "eu-1", dur=0.2, stream=1, disconnected=1)
+    b.call(20.05, "eu-1", promised=200, delivered=10, outcome="client_gone", dur=3.85, request_id=rid, stream=1)
+    b.request(24.0, "eu-1", status=400, error_text=budget_text("eu-1", budget, budget))
+    res = analyze(b.write(), plots=False)
+    assert res.evidence["phantom"]["count"] == 0
+    # without the upstream call the same rejection is phantom: the client's own end is long past
+    b.ledger = [row for row in b.ledger if row["request_id"] != rid]
+    assert analyze(b.write(), plots=False).evidence["phantom"]["count"] == 1
