@@ -118,9 +118,10 @@ class ProcessGroup:
         del self.records[name]
         self.save()
 
-    def stop_all(self, timeout: float = 10.0) -> list[str]:
-        """Stop every recorded child, newest first. Returns the names stopped."""
-        names = [r.name for r in sorted(self.records.values(), key=lambda r: r.started_at, reverse=True)]
+    def stop_all(self, timeout: float = 10.0, only: list[str] | None = None) -> list[str]:
+        """Stop every recorded child (or those named in `only`) in parallel. Returns the names stopped."""
+        names = [r.name for r in sorted(self.records.values(), key=lambda r: r.started_at, reverse=True)
+                 if only is None or r.name in only]
         # Signal all first so they shut down in parallel, then wait.
         for name in names:
             _signal_group(self.records[name].pgid, signal.SIGTERM)

@@ -141,6 +141,13 @@ def render_report(vj: dict[str, Any], meta: dict[str, Any], scenario_yaml: str, 
         out += [f"![{alt.get(pic, pic)}]({pic})", ""]
     out += ["## Evidence", "", "| | |", "|---|---|"]
     out += [f"| {k} | {_cell(v)} |" for k, v in evidence_rows(vj)]
+    signals = vj.get("proxy_log_signals") or {}
+    if signals:
+        out += ["", "## What the proxies logged", "", "| signal | lines | replicas | meaning |", "|---|---|---|---|"]
+        for key, sig in sorted(signals.items(), key=lambda kv: -kv[1]["count"]):
+            replicas = ", ".join(f"{k} ×{v}" for k, v in sorted(sig["replicas"].items()))
+            out.append(f"| `{key}` | {sig['count']:,} | {_cell(replicas)} | {_cell(sig['meaning'])} |")
+        out += ["", "Example lines: `proxy_log_signals` in `verdict.json`."]
     out += ["", "Full evidence: `verdict.json` next to this report.", "", "## Environment", "", "| | |", "|---|---|"]
     for label, key in _ENV_KEYS:
         value = meta.get(key)

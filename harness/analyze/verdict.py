@@ -152,9 +152,16 @@ def build_verdict_json(ctx: Context, v: Verdict, phantom: PhantomResult, inflati
         "inflation": inflation.evidence(ctx),
         "drain": drain.evidence(ctx),
         "faults": fault_summary(ctx),
+        "proxy_log_signals": scan_proxy_logs(ctx.data.run_dir),
         "files": files,
         "warnings": ctx.warnings,
     }
+
+
+def scan_proxy_logs(run_dir: Any) -> dict[str, Any]:
+    from harness.analyze.proxylogs import scan_proxy_logs as scan
+
+    return scan(run_dir)
 
 
 def fault_summary(ctx: Context) -> list[dict[str, Any]]:

@@ -262,7 +262,10 @@ class LocalStack:
 
     # -- down ---------------------------------------------------------------------------------------
     def down(self) -> int:
-        names = self.group.stop_all()
+        # clients of Redis and Postgres first (Locust, the proxies), so their shutdown does not log errors
+        # of servers that went away before them; then everything else
+        first = [n for n in list(self.group.records) if n.startswith(("proxy-", "locust"))]
+        names = self.group.stop_all(only=first) + self.group.stop_all()
         leftovers = [rec for rec in self.group.records.values()]
         (self.state_dir / SECRETS_FILE).unlink(missing_ok=True)
         data_dir = self.state_dir / "data"
