@@ -144,13 +144,14 @@ def bisect(
     check_ends: Annotated[bool, typer.Option(help="run --good and --bad first to confirm them")] = False,
     out: Annotated[Path | None, typer.Option(help="bisect folder (default results/bisect-<id>)")] = None,
     min_phantoms: Annotated[int, typer.Option(help="REPRODUCED counts only with this many phantoms …")] = 0,
-    min_leaked: Annotated[float, typer.Option(help="… or this much leaked $; weaker evidence is skipped")] = 0.0,
+    min_leaked: Annotated[float, typer.Option(help="… or this much leaked $; weaker evidence counts as clean")] = 0.0,
+    resume: Annotated[Path | None, typer.Option(help="reuse the probes of an earlier results/bisect-<id>")] = None,
 ) -> None:
     """First released version where the outcome changes (first bad, or first fixed when bad is older)."""
     from harness.matrix import bisect_command
 
     raise typer.Exit(bisect_command(scenario, good, bad, duration, check_ends, out, console, min_phantoms,
-                                    min_leaked))
+                                    min_leaked, resume))
 
 
 @app.command()

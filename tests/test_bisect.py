@@ -221,7 +221,7 @@ def test_weak_evidence_threshold() -> None:
     plain = evidence_outcome()
     assert (plain(weak), plain(strong), plain(clean)) == ("reproduced", "reproduced", "clean")
     strict = evidence_outcome(min_phantoms=5, min_leaked_usd=5.0)
-    assert (strict(weak), strict(strong), strict(clean)) == (None, "reproduced", "clean")
+    assert (strict(weak), strict(strong), strict(clean)) == ("clean", "reproduced", "clean")
 
     class Loaded(Probe):        # a fixed version that shows one late release on a loaded machine
         def __call__(self, version: str) -> CellResult:
@@ -232,7 +232,32 @@ def test_weak_evidence_threshold() -> None:
 
     probe = Loaded(fixed_in="1.91.0")
     res = bisect_versions(INSIDE, good="1.96.0", bad="1.84.0", probe=probe, classify=strict)
-    assert probe.order == ["1.90.0", "1.93.0", "1.94.0", "1.92.0", "1.91.0"] and res.first == "1.91.0"
-    assert res.probes[1].decision.startswith("skipped (weak evidence: REPRODUCED with 1 phantom(s)")
+    assert probe.order == ["1.90.0", "1.93.0", "1.91.0"] and res.first == "1.91.0" and res.exact
+    assert res.probes[1].decision == ("clean (analyzer: REPRODUCED on weak evidence: 1 phantom(s), $0.004 leaked): "
+                                      "first change is at or before 1.93.0")
     fooled = bisect_versions(INSIDE, good="1.96.0", bad="1.84.0", probe=Loaded(fixed_in="1.91.0"))
     assert fooled.first == "1.94.0"      # without the threshold the late release misleads the search
+
+
+def test_resume_reuses_decided_probes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.matrix import bisect_command
+    from harness.matrix import runner as mrunner
+
+    probe = Probe(fixed_in="1.100.0", broken={"1.85.3": ERROR})
+
+    def fake_call(self: mrunner.RealRunner, scenario_path: Path, version: str, out_dir: Path) -> CellResult:
+        out_dir.mkdir(parents=True)
+        return probe(version)
+
+    monkeypatch.setattr(pypi, "fetch_index", lambda *a, **k: CANNED)
+    monkeypatch.setattr(mrunner.RealRunner, "__call__", fake_call)
+    console = Console(file=open("/dev/null", "w"))  # noqa: SIM115
+    assert bisect_command(SEED, "1.108.7", "1.84.0", None, False, tmp_path / "b1", console) == 1   # 1.85.3 broke
+    assert probe.order == ["1.85.3", "1.100.0"]
+    probe.order.clear()
+    probe.broken = {}
+    code = bisect_command(SEED, "1.108.7", "1.84.0", None, False, tmp_path / "b2", console, resume=tmp_path / "b1")
+    assert code == 0
+    assert probe.order == ["1.85.3"]              # the error is retried, the decided 1.100.0 is reused
+    md = (tmp_path / "b2" / "bisect.md").read_text()
+    assert "(../b1/runs/phantom-budget-1.100.0/report.md)" in md

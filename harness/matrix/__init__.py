@@ -38,7 +38,8 @@ def matrix_command(versions: str, scenarios: list[Path] | None, repeat: int, bas
 
 
 def bisect_command(scenario: Path, good: str, bad: str, duration: float | None, check_ends: bool,
-                   out: Path | None, console: Console, min_phantoms: int = 0, min_leaked: float = 0.0) -> int:
+                   out: Path | None, console: Console, min_phantoms: int = 0, min_leaked: float = 0.0,
+                   resume: Path | None = None) -> int:
     from harness.matrix import bisect as bs
     from harness.matrix import pypi
     from harness.matrix.matrix import command_line, new_matrix_dir
@@ -56,12 +57,16 @@ def bisect_command(scenario: Path, good: str, bad: str, duration: float | None, 
     out_dir.mkdir(parents=True, exist_ok=True)
     command = command_line(sys.argv[1:])
     runner = RealRunner(console, duration)
+    known = bs.read_probes(resume, out_dir) if resume else {}
     started = time.time()
     console.print(f"bisect {name}: {len(inside)} release(s) strictly between {good} (good) and {bad} (bad), "
                   f"{len(excluded)} excluded; ~{max(1, len(inside)).bit_length()} probe(s) → {out_dir}",
                   highlight=False)
 
     def probe(version: str) -> CellResult:
+        if version in known:
+            console.print(f"bisect: LiteLLM {escape(version)} — reusing the probe in {resume}", highlight=False)
+            return known[version]
         done = len({p.version for p in state.probes}) if state else 0
         left = bs.probes_left(state) if state else None
         console.rule(f"[bold]bisect probe {done + 1}: LiteLLM {escape(version)}[/] — elapsed "

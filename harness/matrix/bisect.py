@@ -39,9 +39,10 @@ def verdict_outcome(result: CellResult) -> str | None:
 
 
 def evidence_outcome(min_phantoms: int = 0, min_leaked_usd: float = 0.0) -> Classify:
-    """Like `verdict_outcome`, but a REPRODUCED run counts as reproduced only with at least `min_phantoms`
-    phantom rejections or `min_leaked_usd` leaked after the drain; weaker evidence decides nothing (the
-    probe is skipped). For a loaded machine, where a late release can look like one phantom or a few cents."""
+    """Like `verdict_outcome`, but a REPRODUCED run counts as reproduced only with material evidence: at
+    least `min_phantoms` phantom rejections or `min_leaked_usd` leaked after the drain. Below that the run
+    showed no material leak and counts as clean (a loaded machine can turn a late release into one phantom,
+    and a fixed version that bills the streamed part can sit a few cents above the ledger's band)."""
 
     def classify(result: CellResult) -> str | None:
         outcome = result.outcome
@@ -49,7 +50,7 @@ def evidence_outcome(min_phantoms: int = 0, min_leaked_usd: float = 0.0) -> Clas
             return outcome
         strong = (min_phantoms > 0 and (result.phantoms or 0) >= min_phantoms) or (
             min_leaked_usd > 0 and (result.leaked_usd or 0.0) >= min_leaked_usd)
-        return BAD if strong else None
+        return BAD if strong else GOOD
 
     return classify
 
@@ -165,13 +166,12 @@ def bisect_versions(versions: list[str], good: str, bad: str, probe: Callable[[s
         i = min(todo, key=lambda j: (abs(j - mid), j < mid))
 
         def decide(r: CellResult, o: str | None, i: int = i) -> str:
+            weak = (f" (analyzer: {r.verdict} on weak evidence: {r.phantoms} phantom(s), "
+                    f"${r.leaked_usd or 0:.4g} leaked)") if o != r.outcome else ""
             if o == old_outcome:
-                return f"{o}: first change is after {line[i]}"
+                return f"{o}{weak}: first change is after {line[i]}"
             if o == new_outcome:
-                return f"{o}: first change is at or before {line[i]}"
-            if r.outcome is not None:
-                return (f"skipped (weak evidence: {r.verdict} with {r.phantoms} phantom(s), "
-                        f"${r.leaked_usd or 0:.4g} leaked): trying a neighbour")
+                return f"{o}{weak}: first change is at or before {line[i]}"
             why = r.reason or r.verdict or r.status
             return f"skipped ({r.status if r.status != 'ok' else r.verdict}): {why}; trying a neighbour"
 
@@ -194,6 +194,28 @@ def probes_left(res: BisectResult) -> int:
     tested = {p.version for p in res.probes}
     n = sum(1 for v in res.versions[lo + 1:hi] if v not in tested)
     return math.ceil(math.log2(n + 1)) if n else 0
+
+
+def read_probes(previous: Path, out_dir: Path) -> dict[str, CellResult]:
+    """Probes of an earlier bisect of the same scenario (its bisect.csv), to resume without re-running them.
+
+    Runs that decided something and versions that could not be installed are reused; stack errors are not
+    (they are usually transient). Run folders stay where they are (linked relative to `out_dir`)."""
+    import os
+
+    path = previous / "bisect.csv" if previous.is_dir() else previous
+    if not path.exists():
+        raise HarnessError(f"--resume {previous}: no bisect.csv there", "pass a results/bisect-<id> folder")
+    out: dict[str, CellResult] = {}
+    with path.open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row["status"] not in ("ok", "uninstallable") or (row["status"] == "ok" and not row["verdict"]):
+                continue
+            r = CellResult.from_row({**row, "scenario": "", "repeat": "1"})
+            if r.run_dir:
+                r.run_dir = os.path.relpath((path.parent / r.run_dir).resolve(), out_dir.resolve())
+            out[row["version"]] = r
+    return out
 
 
 def append_csv(path: Path, probe: Probe) -> None:
