@@ -173,11 +173,23 @@ def command_line(argv: list[str]) -> str:
     return shlex.join(["harness", *argv])
 
 
-def rerender(out_dir: Path) -> int:
-    """Rewrite matrix.md and summary.png of a matrix folder from its matrix.csv; return the gate's exit code."""
+def rerender(out_dir: Path, refresh: bool = False) -> int:
+    """Rewrite matrix.md and summary.png of a matrix folder from its matrix.csv; return the gate's exit code.
+
+    refresh: first re-read every cell's run folder (after `harness analyze` re-judged it) and rewrite
+    matrix.csv."""
+    from harness.matrix.runner import read_run_folder
+
     info = json.loads((out_dir / JSON_NAME).read_text()) if (out_dir / JSON_NAME).exists() else {}
     command = info.get("command", "harness matrix")
     results = read_csv(out_dir / CSV_NAME)
+    if refresh:
+        for r in results:
+            if r.status == "ok" and (out_dir / r.run_dir / "verdict.json").exists():
+                read_run_folder(r, out_dir / r.run_dir)
+        (out_dir / CSV_NAME).unlink()
+        for r in results:
+            append_csv(out_dir / CSV_NAME, r)
     cells = group(results)
     exit_code = 1 if any(c.matches is False for c in cells) else 0
     plot_summary(cells, out_dir / PNG_NAME, f"{out_dir.name}: verdict per LiteLLM version")
