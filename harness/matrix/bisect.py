@@ -227,6 +227,11 @@ def append_csv(path: Path, probe: Probe) -> None:
         writer.writerow(probe.row())
 
 
+def _one_line(text: str, limit: int = 240) -> str:
+    flat = " ".join(text.split()).replace("|", "/")
+    return flat if len(flat) <= limit else flat[:limit - 1] + "…"
+
+
 def render_md(res: BisectResult, command: str, started: float | None = None, done: bool = True) -> str:
     from harness.matrix.report import money, num
 
@@ -244,7 +249,7 @@ def render_md(res: BisectResult, command: str, started: float | None = None, don
         verdict = r.verdict or r.status
         parts.append(f"| {p.step} | {p.version} | {p.range_before[0]} … {p.range_before[1]} | {verdict} | "
                      f"{p.outcome or '–'} | {num(r.phantoms)} | {money(r.leaked_usd)} | "
-                     f"{money(r.max_inflation_usd)} | {num(r.wall_s)} s | {p.decision} | {link} |")
+                     f"{money(r.max_inflation_usd)} | {num(r.wall_s)} s | {_one_line(p.decision)} | {link} |")
     parts.append("")
     if res.excluded:
         parts += ["Releases in range the harness cannot run (not probed):", ""]
