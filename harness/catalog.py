@@ -485,12 +485,38 @@ def _split(text: str | None) -> list[str]:
     return [t.strip() for t in (text or "").split(",") if t.strip()]
 
 
+def reanalyze_rows(readme: Path, entries: Sequence[Entry], console: Any) -> list[dict[str, str]]:
+    """Re-run the analyzer on the run folders the outcome table links and rebuild those rows (after an analyzer
+    change; the runs themselves are not repeated). Rows whose folder is gone are kept as they are."""
+    from harness.analyze import analyze
+    from harness.matrix.runner import CellResult, read_run_folder
+
+    by_name = {e.name: e for e in entries}
+    rows = []
+    for row in parse_table(section(readme.read_text(), "outcomes") or ""):
+        run_dir = REPO_ROOT / row.get("run_dir", "") if row.get("run_dir") else None
+        entry = by_name.get(row["scenario"])
+        if run_dir is None or entry is None or not (run_dir / "verdict.json").exists():
+            continue
+        analyze(run_dir, plots=False)
+        cell = read_run_folder(CellResult(scenario=entry.name, version=row["version"]), run_dir)
+        new = outcome_row(entry, cell)
+        console.print(f"{entry.name} on {row['version']}: {row.get('verdict')} → {new['verdict']}", markup=False)
+        rows.append(new)
+    return rows
+
+
 def catalog_command(versions: str | None, scenarios: str | None, update: bool, schema_only: bool,
                     duration: float | None, console: Any, runner: Runner | None = None,
-                    directory: Path = SCENARIOS_DIR) -> int:
+                    directory: Path = SCENARIOS_DIR, reanalyze: bool = False) -> int:
     """`harness catalog`: 0 when every cell that ran matches its expectation, 1 when one does not."""
     entries_all = discover(directory)
     readme = directory / README
+    if reanalyze:
+        rows = reanalyze_rows(readme, entries_all, console)
+        update_readme(readme, rows, entries_all)
+        console.print(f"{len(rows)} row(s) re-analysed in {readme}")
+        return 0 if all(r["match"] != "NO" for r in rows) else 1
     if schema_only:
         update_readme(readme, None, entries_all)
         console.print(f"schema and catalog list refreshed in {readme}")

@@ -161,11 +161,14 @@ def catalog(
     update_readme: Annotated[bool, typer.Option(help="write the outcome table into scenarios/README.md")] = False,
     schema_only: Annotated[bool, typer.Option(help="only refresh the schema and catalog list in the README")] = False,
     duration: Annotated[float | None, typer.Option(help="override the load duration (s)")] = None,
+    reanalyze: Annotated[bool, typer.Option(help="re-analyse the run folders the README table links, "
+                                            "without running anything")] = False,
 ) -> None:
     """Each catalog scenario on the versions it names, one run at a time: the outcome table."""
     from harness.catalog import catalog_command
 
-    raise typer.Exit(catalog_command(versions, scenarios, update_readme, schema_only, duration, console))
+    raise typer.Exit(catalog_command(versions, scenarios, update_readme, schema_only, duration, console,
+                                     reanalyze=reanalyze))
 
 
 @app.command()

@@ -231,8 +231,10 @@ def _experiment(scenario: Scenario, stack: Any, endpoints: Endpoints, run_dir: P
         if handle.poll() is None:
             handle.stop()
         group.stop(handle.name, timeout=10)
+        # the load ended here; ending the fault windows (e.g. waiting for a killed replica to be healthy
+        # again) is part of the drain, which must stay under the 60 s counter TTL
+        t_load_end = time.time()
         nemesis.stop()
-    t_load_end = time.time()
     meta.update(t_load_end=t_load_end, status="drain", load_exit_code=handle.poll(), cpu_during_load=cpu.stop(),
                 sampler={"samples": sampler.samples, "errors": sampler.errors,
                          "last_duration_ms": round((sampler.last_duration_s or 0) * 1000, 1)})

@@ -64,7 +64,13 @@ def decide(ctx: Context, phantom: PhantomResult, inflation: InflationResult, dra
     ok = int((r["cls"] == OK).sum())
     if ok and not len(ctx.ledger):
         blockers.append(f"the mock's ledger is empty although {ok} request(s) succeeded: no ground truth")
-    if not inflation.counters_observed and not phantom.budget_rejections and n >= MIN_REQUESTS:
+    counterless = not inflation.counters_observed and not _version_has_counters(ctx.data.version)
+    if counterless:
+        aside_notes = [f"LiteLLM {ctx.data.version} keeps no spend:end_user counter (budget reservations first ship "
+                       "in 1.84.0): there is no reservation to leak"]
+    else:
+        aside_notes = []
+    if not inflation.counters_observed and not phantom.budget_rejections and n >= MIN_REQUESTS and not counterless:
         _, final_high = ctx.spend.final()
         budgets = ctx.budget_by_code
         why = "no Redis counter was observed and no request was rejected for budget"
@@ -97,9 +103,20 @@ def decide(ctx: Context, phantom: PhantomResult, inflation: InflationResult, dra
     expected = ctx.data.scenario.expectation_for(ctx.data.version)
     matches = (expected == "reproduced" and verdict == REPRODUCED) or (
         expected == "clean" and verdict == NOT_REPRODUCED)
-    notes = (blockers if found else []) + [f"not counted by this scenario's checks: {a}" for a in aside]
+    notes = (blockers if found else []) + aside_notes + [f"not counted by this scenario's checks: {a}"
+                                                         for a in aside]
     return Verdict(verdict=verdict, reasons=reasons, expected=expected, matches=matches,
                    exit_code=0 if matches else 1, notes=notes)
+
+
+def _version_has_counters(version: str) -> bool:
+    from harness.errors import HarnessError
+    from harness.versions import resolve
+
+    try:
+        return resolve(version).has_budget_reservation
+    except HarnessError:
+        return True
 
 
 def request_summary(ctx: Context) -> dict[str, Any]:

@@ -384,3 +384,30 @@ def test_a_walk_away_holds_its_reservation_until_the_proxy_ends_the_upstream_cal
     # without the upstream call the same rejection is phantom: the client's own end is long past
     b.ledger = [row for row in b.ledger if row["request_id"] != rid]
     assert analyze(b.write(), plots=False).evidence["phantom"]["count"] == 1
+
+
+def test_counter_equal_to_db_spend_above_the_ledger_is_billing_not_a_leak(tmp_path: Path) -> None:
+    # LiteLLM billed eu-2 a little more than the mock's ledger (its own token count of a cut stream): counter
+    # and DB agree, so no reservation is left on the counter
+    b = clean_run(tmp_path)
+    for s in b.samples:
+        if s["end_user"] == "eu-2" and s["t"] - T0 >= 50:
+            s["redis_counter"] += 0.0016
+            s["db_spend"] = s["redis_counter"]
+    res = analyze(b.write(), plots=False)
+    assert res.evidence["drain"]["leaked_users"] == 0
+    assert res.verdict == "NOT REPRODUCED"
+
+
+def test_a_version_without_counters_is_clean_not_inconclusive(tmp_path: Path) -> None:
+    b = RunBuilder(tmp_path / "run", scenario=base_scenario(expect="clean"), meta={"litellm_version": "1.83.14"})
+    steady_users(b, USERS)
+    for s in b.samples:
+        s["redis_counter"] = None
+        s["counter_ttl"] = None
+    res = analyze(b.write(), plots=False)
+    assert res.verdict == "NOT REPRODUCED" and res.exit_code == 0
+    assert any("keeps no spend:end_user counter" in n for n in res.evidence["notes"])
+    # the same folder claiming a version with counters: nothing observed is not a clean result
+    b.meta["litellm_version"] = "1.84.0"
+    assert analyze(b.write(), plots=False).verdict == "INCONCLUSIVE"
