@@ -62,6 +62,40 @@ async def load(url: str, key: str, seconds: float, concurrency: int) -> tuple[in
     return ok, failed, latencies
 
 
+def spend_check(endpoints, deadline_s: float = 60.0) -> str:  # noqa: ANN001 - Endpoints
+    """One chat completion with user u1 through each replica; seconds until LiteLLM_EndUserTable.spend of u1
+    equals their summed cost; what Redis holds for u1."""
+    import psycopg
+    import redis
+
+    headers = {"Authorization": f"Bearer {endpoints.master_key}"}
+    cost = 0.0
+    statuses = []
+    for url in endpoints.proxy_urls:
+        resp = httpx.post(f"{url}/v1/chat/completions", headers=headers, timeout=120, json={
+            "model": "mock-gpt", "user": "u1", "max_tokens": 40,
+            "messages": [{"role": "user", "content": f"spend check via {url}"}]})
+        statuses.append(resp.status_code)
+        if resp.status_code == 200:
+            cost += float(resp.headers.get("x-litellm-response-cost") or 0.0)
+    t0 = time.monotonic()
+    db = None
+    while time.monotonic() - t0 < deadline_s:
+        with psycopg.connect(endpoints.postgres_dsn) as conn:
+            row = conn.execute('SELECT spend FROM "LiteLLM_EndUserTable" WHERE user_id = %s', ("u1",)).fetchone()
+        db = None if row is None else float(row[0])
+        if db is not None and abs(db - cost) < 1e-9:
+            break
+        time.sleep(0.5)
+    waited = time.monotonic() - t0
+    client = redis.Redis.from_url(endpoints.redis_direct_url)
+    counter = client.get("spend:end_user:u1")
+    keys = sorted(k.decode() for k in client.scan_iter(match="spend:*", count=1000))
+    return (f"statuses {statuses}; summed cost ${cost:.6f}; DB spend of u1 ${db} after {waited:.1f} s "
+            f"({'equal' if db is not None and abs(db - cost) < 1e-9 else 'NOT equal'}); "
+            f"Redis spend:end_user:u1 = {counter.decode() if counter else 'absent'}; spend:* keys: {keys}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--litellm", default="1.84.0")
@@ -80,6 +114,7 @@ def main() -> None:
         print(f"LiteLLM {args.litellm}, {args.replicas} replica(s): stack up in {up_s:.1f} s "
               f"(postgres+migrations {timings.get('postgres_s', 0):.1f} s, replicas healthy after "
               f"{timings.get('proxies_s', 0):.1f} s)")
+        print(spend_check(endpoints))
         ok, failed, lat = asyncio.run(load(endpoints.proxy_urls[0], endpoints.master_key, args.seconds,
                                            args.concurrency))
         lat.sort()
