@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import statistics
 import tempfile
 import time
@@ -126,6 +127,7 @@ def main() -> None:
             print(f"replica {i}: RSS {proxy_mb:.0f} MB (LiteLLM) + {engine_mb:.0f} MB (Prisma engine stand-in)")
     finally:
         stack.down()
+        shutil.rmtree(state, ignore_errors=True)
 
 
 if __name__ == "__main__":
