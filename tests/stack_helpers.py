@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,6 +32,7 @@ def searchable_tmp(prefix: str) -> Path:
     """A temporary folder PostgreSQL (run as user `postgres` when the tests run as root) can reach."""
     path = Path(tempfile.mkdtemp(prefix=f"harness-{prefix}-"))
     path.chmod(0o755)
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
     return path
 
 
