@@ -73,7 +73,9 @@ def _rows(run: Path) -> list[dict[str, str]]:
         return []
     with open(path, newline="") as fh:
         reader = csv.DictReader(fh)
-        assert tuple(reader.fieldnames or ()) == FAULTS_COLUMNS
+        if reader.fieldnames is None:   # created a moment ago, header not written yet (the nemesis's thread)
+            return []
+        assert tuple(reader.fieldnames) == FAULTS_COLUMNS
         return list(reader)
 
 
