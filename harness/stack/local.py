@@ -26,6 +26,7 @@ from harness.procs import ProcessGroup, http_ok, tail, wait_until
 from harness.stack.base import Endpoints, StackSpec
 from harness.stack.config import DEFAULT_BUDGET_ID, dump_config, generate_master_key, render_proxy_config
 from harness.stack.postgres import PostgresServer
+from harness.stack.redis_relay import relay_command
 from harness.stack.redis_server import RedisServer
 
 SECRETS_FILE = "secrets.json"
@@ -92,9 +93,9 @@ class LocalStack:
 
     def _up(self, spec: StackSpec, env: litellm_env.LiteLLMEnv, started: float) -> Endpoints:
         n = spec.replicas
-        port_list = ports.allocate_ports(6 + n, spec.base_port)
+        port_list = ports.allocate_ports(5 + n, spec.base_port)
         pg_port, redis_port, relay_port, relay_ctl_port, mock_port = port_list[:5]
-        proxy_ports = port_list[6:6 + n]
+        proxy_ports = port_list[5:]
         self.log_dir = spec.run_dir or (self.state_dir / "logs")
         self.log_dir.mkdir(parents=True, exist_ok=True)
         data_dir = self.state_dir / "data"
@@ -117,9 +118,7 @@ class LocalStack:
         self._say(f"redis on 127.0.0.1:{redis_port} (proxies via relay :{relay_port}) …")
         redis_srv = RedisServer(data_dir / "redis", redis_port, self.log_dir / "redis.log")
         timings["redis_s"] = redis_srv.start(self.group)
-        self.group.start("redis-relay", [sys.executable, "-m", "harness.stack.redis_relay",
-                                         "--listen-port", str(relay_port), "--upstream-host", "127.0.0.1",
-                                         "--upstream-port", str(redis_port), "--control-port", str(relay_ctl_port)],
+        self.group.start("redis-relay", relay_command(relay_port, redis_port, relay_ctl_port),
                          log=self.log_dir / "redis-relay.log", port=relay_port)
         relay_url = f"http://127.0.0.1:{relay_ctl_port}"
         wait_until(lambda: http_ok(f"{relay_url}/health"), deadline_s=20, what="redis relay",
