@@ -18,3 +18,4 @@ def abort_with_rst(transport: asyncio.BaseTransport | None) -> None:
         except OSError:
             pass
     transport.abort()
+

@@ -105,18 +105,7 @@ class ProcessGroup:
 
     def stop(self, name: str, timeout: float = 10.0) -> None:
         """SIGTERM the group, SIGKILL it after `timeout`, then forget the record."""
-        rec = self.records.get(name)
-        if rec is None:
-            return
-        stop_group(rec.pgid, timeout)
-        proc = self.popen.pop(name, None)
-        if proc is not None:
-            try:
-                proc.wait(timeout=1)
-            except subprocess.TimeoutExpired:
-                pass
-        del self.records[name]
-        self.save()
+        self.stop_all(timeout, only=[name])
 
     def stop_all(self, timeout: float = 10.0, only: list[str] | None = None) -> list[str]:
         """Stop every recorded child (or those named in `only`) in parallel. Returns the names stopped."""

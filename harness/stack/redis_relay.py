@@ -38,6 +38,7 @@ from typing import Any
 
 import httpx
 
+from harness.control_client import JsonControlClient
 from harness.netutil import abort_with_rst
 
 KINDS = ("none", "latency", "timeout", "reset")
@@ -330,19 +331,10 @@ def relay_command(listen_port: int, upstream_port: int, control_port: int, upstr
             "--control-port", str(control_port)]
 
 
-class RelayControl:
+class RelayControl(JsonControlClient):
     """Client of the relay's control endpoint, e.g. ``RelayControl("http://127.0.0.1:7001")``."""
 
-    def __init__(self, url: str, timeout: float = 5.0) -> None:
-        self.url = url.rstrip("/")
-        self.timeout = timeout
-
-    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        resp = httpx.request(method, self.url + path, json=body, timeout=self.timeout)
-        if resp.status_code != 200:
-            raise RuntimeError(f"relay {method} {path}: HTTP {resp.status_code}: {resp.text}")
-        data: dict[str, Any] = resp.json()
-        return data
+    what = "relay"
 
     def health(self) -> dict[str, Any]:
         return self._call("GET", "/health")
