@@ -18,4 +18,3 @@ def abort_with_rst(transport: asyncio.BaseTransport | None) -> None:
         except OSError:
             pass
     transport.abort()
-

@@ -187,11 +187,9 @@ def test_fetch_index_failure_is_one_line(monkeypatch: pytest.MonkeyPatch) -> Non
         pypi.fetch_index()
 
 
-def test_bisect_command_writes_md_and_csv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from harness.matrix import bisect_command
+def _fake_real_runs(monkeypatch: pytest.MonkeyPatch, probe: Probe) -> Console:
+    """bisect_command's real runner answers from `probe`, PyPI from CANNED; returns a silent console."""
     from harness.matrix import runner as mrunner
-
-    probe = Probe(fixed_in="1.100.0")
 
     def fake_call(self: mrunner.RealRunner, scenario_path: Path, version: str, out_dir: Path) -> CellResult:
         out_dir.mkdir(parents=True)
@@ -199,7 +197,15 @@ def test_bisect_command_writes_md_and_csv(tmp_path: Path, monkeypatch: pytest.Mo
 
     monkeypatch.setattr(pypi, "fetch_index", lambda *a, **k: CANNED)
     monkeypatch.setattr(mrunner.RealRunner, "__call__", fake_call)
-    console = Console(file=open("/dev/null", "w"))  # noqa: SIM115
+    return Console(file=open("/dev/null", "w"))  # noqa: SIM115
+
+
+def test_bisect_command_writes_md_and_csv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.matrix import bisect_command
+
+    probe = Probe(fixed_in="1.100.0")
+
+    console = _fake_real_runs(monkeypatch, probe)
     code = bisect_command(SEED, good="1.108.7", bad="1.84.0", duration=None, check_ends=False,
                           out=tmp_path / "b", console=console)
     assert code == 0
@@ -241,17 +247,10 @@ def test_weak_evidence_threshold() -> None:
 
 def test_resume_reuses_decided_probes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from harness.matrix import bisect_command
-    from harness.matrix import runner as mrunner
 
     probe = Probe(fixed_in="1.100.0", broken={"1.85.3": ERROR})
 
-    def fake_call(self: mrunner.RealRunner, scenario_path: Path, version: str, out_dir: Path) -> CellResult:
-        out_dir.mkdir(parents=True)
-        return probe(version)
-
-    monkeypatch.setattr(pypi, "fetch_index", lambda *a, **k: CANNED)
-    monkeypatch.setattr(mrunner.RealRunner, "__call__", fake_call)
-    console = Console(file=open("/dev/null", "w"))  # noqa: SIM115
+    console = _fake_real_runs(monkeypatch, probe)
     assert bisect_command(SEED, "1.108.7", "1.84.0", None, False, tmp_path / "b1", console) == 1   # 1.85.3 broke
     assert probe.order == ["1.85.3", "1.100.0"]
     probe.order.clear()
