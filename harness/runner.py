@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import platform
 import shlex
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -251,7 +250,3 @@ def _experiment(scenario: Scenario, stack: Any, endpoints: Endpoints, run_dir: P
     sampler.stop()
     meta.update(t_drain_end=time.time(), requests_seen=live.poll())
     return interrupted
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit("use `harness run`")
