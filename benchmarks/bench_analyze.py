@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from harness import runfolder as rf
+from harness.run import runfolder as rf
 
 T0 = 1_700_000_000.0
 P_IN, P_OUT = 1e-6, 1e-5

@@ -22,9 +22,9 @@ from pathlib import Path
 import _path  # noqa: F401
 
 from harness.load.config import LoadConfig
-from harness.load.runner import LiveStats, run_locust
-from harness.ports import free_port
-from harness.procs import ProcessGroup, http_ok, wait_until
+from harness.load.launch import LiveStats, run_locust
+from harness.util.ports import free_port
+from harness.util.procs import ProcessGroup, http_ok, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -25,8 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from harness.mockllm import mock_command  # noqa: E402
-from harness.ports import free_port  # noqa: E402
-from harness.procs import http_ok, stop_group, wait_until  # noqa: E402
+from harness.util.ports import free_port  # noqa: E402
+from harness.util.procs import http_ok, stop_group, wait_until  # noqa: E402
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say something about load tests."}],
         "max_tokens": 32, "user": "bench-user"}

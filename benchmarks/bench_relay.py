@@ -12,7 +12,7 @@ from pathlib import Path
 import _path  # noqa: F401
 import redis
 
-from harness.procs import ProcessGroup
+from harness.util.procs import ProcessGroup
 from tests.realservers import redis_server, relay_process
 
 

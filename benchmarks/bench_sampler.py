@@ -17,8 +17,8 @@ import _path  # noqa: F401
 import psycopg
 import redis
 
-from harness.procs import ProcessGroup
-from harness.sampler import Sampler, read_counters, read_db_spend
+from harness.run.sampler import Sampler, read_counters, read_db_spend
+from harness.util.procs import ProcessGroup
 from tests.realservers import postgres_server, redis_server
 
 

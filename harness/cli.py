@@ -24,7 +24,7 @@ console = Console(stderr=True)
 @env_app.command("build")
 def env_build(versions: Annotated[list[str], typer.Argument(help="LiteLLM versions, e.g. 1.84.0 1.108.7")]) -> None:
     """Build (or reuse) the cached environment of each version."""
-    from harness import litellm_env
+    from harness.litellm import env as litellm_env
 
     for version in versions:
         env = litellm_env.ensure(version, console=console)
@@ -34,7 +34,7 @@ def env_build(versions: Annotated[list[str], typer.Argument(help="LiteLLM versio
 @env_app.command("list")
 def env_list() -> None:
     """List cached LiteLLM environments."""
-    from harness import litellm_env
+    from harness.litellm import env as litellm_env
 
     for env in litellm_env.cached():
         console.print(f"{env.version}\t{env.root}")
@@ -52,7 +52,7 @@ def up(
     backend: Annotated[str, typer.Option(help="local (processes) | compose (Docker)")] = "local",
 ) -> None:
     """Start Redis, Postgres, the mock LLM and N LiteLLM proxy replicas (local processes by default)."""
-    from harness import versions
+    from harness.litellm import versions
     from harness.stack.backends import make_stack
     from harness.stack.base import StackSpec
 
@@ -104,7 +104,7 @@ def run(
     out: Annotated[Path | None, typer.Option(help="run folder (default results/<run-id>)")] = None,
 ) -> None:
     """Run one scenario end to end and analyze it; exit 0 when the verdict matches the expectation."""
-    from harness.runner import RunOptions, run_scenario
+    from harness.run.experiment import RunOptions, run_scenario
 
     code = run_scenario(scenario, RunOptions(litellm=litellm, backend=backend, replicas=replicas,
                                              duration=duration, seed=seed, reuse=reuse, keep=keep,
@@ -165,7 +165,7 @@ def catalog(
                                             "without running anything")] = False,
 ) -> None:
     """Each catalog scenario on the versions it names, one run at a time: the outcome table."""
-    from harness.catalog import catalog_command
+    from harness.matrix.catalog import catalog_command
 
     raise typer.Exit(catalog_command(versions, scenarios, update_readme, schema_only, duration, console,
                                      reanalyze=reanalyze))

@@ -12,8 +12,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from harness import ports
 from harness.paths import REPO_ROOT, cache_dir, engine_dir, state_root
+from harness.util import ports
 
 
 @dataclass

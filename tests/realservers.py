@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from harness.ports import free_port
-from harness.procs import ProcessGroup, wait_until
 from harness.stack.postgres import PostgresServer
 from harness.stack.redis_server import RedisServer
+from harness.util.ports import free_port
+from harness.util.procs import ProcessGroup, wait_until
 
 
 @contextmanager
@@ -49,8 +49,8 @@ def postgres_server(group: ProcessGroup, name: str = "postgres") -> Iterator[str
 def relay_process(group: ProcessGroup, work: Path, upstream_port: int,
                   name: str = "relay") -> Iterator[tuple[int, str]]:
     """The fault relay in front of `upstream_port`; yields (listen port, control URL)."""
-    from harness.procs import http_ok
     from harness.stack.redis_relay import relay_command
+    from harness.util.procs import http_ok
 
     listen, control = free_port(), free_port()
     while control == listen:

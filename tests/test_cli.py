@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "analyze"))
-from rundirs import RunBuilder, base_scenario, budget_text, steady_users  # noqa: E402
+from tests.analyze.rundirs import RunBuilder, base_scenario, budget_text, steady_users  # noqa: E402
 
 USERS = [f"eu-{i}" for i in range(5)]
 

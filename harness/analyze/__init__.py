@@ -18,8 +18,8 @@ from typing import Any
 
 from rich.console import Console
 
-from harness import runfolder as rf
 from harness.errors import HarnessError
+from harness.run import runfolder as rf
 
 PICTURES = ("inflation.png", "rejections.png", "drain.png")
 

@@ -10,7 +10,7 @@ import pandas as pd
 from harness.analyze.classify import BUDGET, OK, classify_requests
 from harness.analyze.load import RunData
 from harness.analyze.truespend import SpendIndex, encode_users, ledger_spend
-from harness.runfolder import LEDGER_FILE
+from harness.run.runfolder import LEDGER_FILE
 
 DEFAULT_BATCH_WRITE_S = 10.0   # LiteLLM's proxy_batch_write_at default
 # The release after a success runs after the response is sent (LiteLLM's logging worker): a request still

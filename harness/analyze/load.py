@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from harness import runfolder as rf
 from harness.errors import HarnessError
-from harness.scenario import Scenario, parse_scenario
+from harness.run import runfolder as rf
+from harness.scenario.model import Scenario, parse_scenario
 
 # Columns parsed as numbers (anything unparsable becomes NaN); the rest stay text.
 _NUMERIC: dict[str, tuple[str, ...]] = {

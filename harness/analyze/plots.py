@@ -25,7 +25,7 @@ from matplotlib.transforms import blended_transform_factory  # noqa: E402
 from harness.analyze.checks import DrainResult, InflationResult, PhantomResult  # noqa: E402
 from harness.analyze.classify import BUDGET, OTHER, UPSTREAM  # noqa: E402
 from harness.analyze.context import Context  # noqa: E402
-from harness.analyze.faults import Window, fault_windows  # noqa: E402
+from harness.analyze.windows import Window, fault_windows  # noqa: E402
 
 DPI = 100
 STYLE = {

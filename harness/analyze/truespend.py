@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from harness.scenario import Scenario
+from harness.scenario.model import Scenario
 
 TICK_S = 1e-3   # time resolution of the folded keys
 

@@ -111,7 +111,7 @@ def decide(ctx: Context, phantom: PhantomResult, inflation: InflationResult, dra
 
 def _version_has_counters(version: str) -> bool:
     from harness.errors import HarnessError
-    from harness.versions import resolve
+    from harness.litellm.versions import resolve
 
     try:
         return resolve(version).has_budget_reservation
@@ -182,7 +182,7 @@ def scan_proxy_logs(run_dir: Any) -> dict[str, Any]:
 
 
 def fault_summary(ctx: Context) -> list[dict[str, Any]]:
-    from harness.analyze.faults import fault_windows
+    from harness.analyze.windows import fault_windows
 
     return [{"kind": w.kind, "target": w.target, "start": _f(w.start - ctx.t0),
              "end": _f(w.end - ctx.t0) if w.end is not None else None, "note": w.note}

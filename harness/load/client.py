@@ -36,7 +36,7 @@ class WalkAway(BaseException):
 
 
 @dataclass(slots=True)
-class Plan:
+class RequestPlan:
     """One logical request (all its attempts share it, and the request id)."""
 
     request_id: str
@@ -49,7 +49,7 @@ class Plan:
     prompt: str
 
 
-class Planner:
+class RequestPlanner:
     """Draws plans from the mix with a per-user RNG; replicas round-robin per process (or random)."""
 
     _rr = 0   # per process, shared by the users of the process
@@ -77,10 +77,10 @@ class Planner:
         n = len(self.cfg.proxy_urls)
         if self.cfg.replica_pick == "random":
             return self.rng.randrange(n)
-        Planner._rr += 1
-        return Planner._rr % n
+        RequestPlanner._rr += 1
+        return RequestPlanner._rr % n
 
-    def next(self) -> Plan:
+    def next(self) -> RequestPlan:
         cfg, rng = self.cfg, self.rng
         request_id = uuid.uuid4().hex
         stream = rng.random() < cfg.stream_share
@@ -98,7 +98,7 @@ class Planner:
         head = f"[{request_id}] "
         start = rng.randrange(0, len(_FILLER) // 2)
         prompt = (head + _FILLER[start:start + max(0, n - len(head))])[:max(n, len(head))]
-        return Plan(request_id, self.end_user(), self.replica(), stream, disconnect_after, walk_away_s,
+        return RequestPlan(request_id, self.end_user(), self.replica(), stream, disconnect_after, walk_away_s,
                     max_tokens, prompt)
 
 
@@ -163,7 +163,7 @@ class ChatClient:
         for replica in list(self._clients):
             self._drop(replica)
 
-    def body(self, plan: Plan) -> bytes:
+    def body(self, plan: RequestPlan) -> bytes:
         body: dict[str, Any] = {"model": self.cfg.model, "messages": [{"role": "user", "content": plan.prompt}],
                                 "user": plan.end_user, "stream": plan.stream}
         if plan.stream:
@@ -172,7 +172,7 @@ class ChatClient:
             body["max_tokens"] = plan.max_tokens
         return orjson.dumps(body)
 
-    def attempt(self, plan: Plan, attempt: int) -> tuple[dict[str, Any], BaseException | None]:
+    def attempt(self, plan: RequestPlan, attempt: int) -> tuple[dict[str, Any], BaseException | None]:
         """Send one attempt. Returns (requests.csv row, a GreenletExit to re-raise after recording, or None)."""
         headers = {**self._headers, "x-litellm-end-user-id": plan.end_user, "x-harness-request-id": plan.request_id}
         body = self.body(plan)
@@ -234,7 +234,7 @@ class ChatClient:
                "request_id": plan.request_id, "_bytes": nbytes}
         return row, killed
 
-    def _read_stream(self, resp: HTTPSocketPoolResponse, plan: Plan,
+    def _read_stream(self, resp: HTTPSocketPoolResponse, plan: RequestPlan,
                      walk: gevent.Timeout | None) -> tuple[int, bool, str, str, int]:
         chunks, nbytes, etype, etext, done = 0, 0, "", "", False
         if plan.disconnect_after == 0:      # walk away as soon as the response headers are in

@@ -19,10 +19,10 @@ from typing import Any
 import gevent
 from locust import LoadTestShape, User, constant, events, task
 
-from harness.load.client import ChatClient, Plan, Planner
+from harness.load.client import ChatClient, RequestPlan, RequestPlanner
 from harness.load.config import load_from_env
 from harness.load.writer import RowWriter
-from harness.runfolder import REQUESTS_FILE
+from harness.run.runfolder import REQUESTS_FILE
 
 CONFIG = load_from_env()
 _KEY = CONFIG.master_key()       # never logged
@@ -57,7 +57,7 @@ events.quitting.add_listener(_flush_now)
 atexit.register(_flush_now)
 
 
-def _event_name(plan: Plan, row: dict[str, Any]) -> str:
+def _event_name(plan: RequestPlan, row: dict[str, Any]) -> str:
     if not plan.stream:
         return "chat"
     return "stream walk-away" if row["disconnected"] and not row["error_type"] else "stream"
@@ -73,7 +73,7 @@ class ChatUser(User):
 
     def on_start(self) -> None:
         seq = next(_user_seq)
-        self.planner = Planner(CONFIG, random.Random(f"{CONFIG.seed}:{os.getpid()}:{seq}"))
+        self.planner = RequestPlanner(CONFIG, random.Random(f"{CONFIG.seed}:{os.getpid()}:{seq}"))
         self.chat_client = ChatClient(CONFIG, _KEY)
         writer()
 

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-from harness.runfolder import REQUESTS_COLUMNS, CsvAppender
+from harness.run.runfolder import REQUESTS_COLUMNS, CsvAppender
 
 BATCH_ROWS = 200
 

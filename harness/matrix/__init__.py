@@ -24,8 +24,8 @@ DEFAULT_SCENARIO = Path("scenarios/phantom-budget.yaml")
 
 def matrix_command(versions: str, scenarios: list[Path] | None, repeat: int, baseline: Path | None,
                    duration: float | None, out: Path | None, console: Console) -> int:
+    from harness.matrix.execute import RealRunner
     from harness.matrix.matrix import command_line, new_matrix_dir, parse_versions, run_matrix
-    from harness.matrix.runner import RealRunner
     from harness.paths import results_dir
 
     if repeat < 1:
@@ -40,13 +40,13 @@ def matrix_command(versions: str, scenarios: list[Path] | None, repeat: int, bas
 def bisect_command(scenario: Path, good: str, bad: str, duration: float | None, check_ends: bool,
                    out: Path | None, console: Console, min_phantoms: int = 0, min_leaked: float = 0.0,
                    resume: Path | None = None) -> int:
+    from harness.litellm.versions import resolve
     from harness.matrix import bisect as bs
     from harness.matrix import pypi
+    from harness.matrix.execute import CellResult, RealRunner
     from harness.matrix.matrix import command_line, new_matrix_dir
-    from harness.matrix.runner import CellResult, RealRunner
     from harness.paths import results_dir
-    from harness.scenario import load_scenario
-    from harness.versions import resolve
+    from harness.scenario.model import load_scenario
 
     name = load_scenario(scenario).name
     for v in (good, bad):

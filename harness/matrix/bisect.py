@@ -22,7 +22,7 @@ from pathlib import Path
 from packaging.version import Version
 
 from harness.errors import HarnessError
-from harness.matrix.runner import CellResult
+from harness.matrix.execute import CellResult
 
 BAD, GOOD = "reproduced", "clean"
 FIRST_BAD, FIRST_FIXED = "first bad", "first fixed"

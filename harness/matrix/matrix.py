@@ -15,9 +15,9 @@ from rich.markup import escape
 from harness.errors import HarnessError
 from harness.matrix.cells import Cell, append_csv, group, read_csv
 from harness.matrix.compare import CellDelta, compare
+from harness.matrix.execute import CellResult, Runner
 from harness.matrix.plot import plot_summary
 from harness.matrix.report import comparison_lines, render_comparison_md, render_matrix_md, summary_line
-from harness.matrix.runner import CellResult, Runner
 
 CSV_NAME, MD_NAME, PNG_NAME, COMPARISON_NAME = "matrix.csv", "matrix.md", "summary.png", "comparison.md"
 JSON_NAME = "matrix.json"
@@ -64,7 +64,7 @@ def _fmt(seconds: float) -> str:
 
 
 def _planned_s(scenario_path: Path, duration: float | None) -> float:
-    from harness.scenario import load_scenario
+    from harness.scenario.model import load_scenario
 
     s = load_scenario(scenario_path)
     return (duration or s.load.planned_duration_s) + s.drain_s + OVERHEAD_S
@@ -76,7 +76,7 @@ def run_matrix(scenarios: list[Path], versions: list[str], runner: Runner, out_d
     """Run every (scenario, version, repeat) in turn; write matrix.csv as each run finishes, then
     matrix.md, summary.png and (with a baseline) comparison.md. Exit code 1 when a cell contradicts its
     expectation (the release gate), else 0."""
-    from harness.scenario import load_scenario
+    from harness.scenario.model import load_scenario
 
     loaded = {p: load_scenario(p) for p in scenarios}          # a malformed scenario fails before any run
     baseline_cells = _load_baseline(baseline) if baseline else None
@@ -178,7 +178,7 @@ def rerender(out_dir: Path, refresh: bool = False) -> int:
 
     refresh: first re-read every cell's run folder (after `harness analyze` re-judged it) and rewrite
     matrix.csv."""
-    from harness.matrix.runner import read_run_folder
+    from harness.matrix.execute import read_run_folder
 
     info = json.loads((out_dir / JSON_NAME).read_text()) if (out_dir / JSON_NAME).exists() else {}
     command = info.get("command", "harness matrix")

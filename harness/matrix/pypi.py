@@ -62,8 +62,8 @@ def between(releases: list[str], a: str, b: str,
 
 
 def harness_accepts(version: str) -> str | None:
-    """None when `harness.versions.resolve` takes the version, else its one-line reason."""
-    from harness.versions import resolve
+    """None when `harness.litellm.versions.resolve` takes the version, else its one-line reason."""
+    from harness.litellm.versions import resolve
 
     try:
         resolve(version)

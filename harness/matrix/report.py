@@ -8,7 +8,7 @@ from pathlib import Path
 
 from harness.matrix.cells import Cell
 from harness.matrix.compare import CHANGED, FLIP, GONE, NEW, NOISE, CellDelta
-from harness.matrix.runner import OK, CellResult
+from harness.matrix.execute import OK, CellResult
 
 MATCH_TEXT = {True: "✅ yes", False: "❌ **NO**", None: "n/a"}
 

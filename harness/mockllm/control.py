@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.control_client import JsonControlClient
+from harness.util.control_client import JsonControlClient
 
 
 class MockControl(JsonControlClient):

@@ -14,7 +14,7 @@ from typing import IO, Any
 
 import orjson
 
-from harness.runfolder import LEDGER_COLUMNS
+from harness.run.runfolder import LEDGER_COLUMNS
 
 FLUSH_S = 0.5
 EVENTS_COLUMNS = (

@@ -12,10 +12,10 @@ from aiohttp import web
 
 from harness.mockllm import responses as wire
 from harness.mockllm.config import ConfigError, apply_patch
-from harness.mockllm.faults import Plan, decide, from_header
+from harness.mockllm.injection import FaultPlan, decide, from_header
 from harness.mockllm.ledger import EventLog, Ledger
 from harness.mockllm.tokens import completion_tokens, prompt_tokens, spread
-from harness.netutil import abort_with_rst
+from harness.util.netutil import abort_with_rst
 
 REQUEST_ID_HEADER = "x-harness-request-id"
 FAULT_HEADER = "x-mock-fault"
@@ -151,7 +151,7 @@ class MockServer:
             self.ledger.record(call.t_start, time.time(), call.request_id, call.model, call.end_user, call.stream,
                                call.prompt, call.promised, call.delivered, call.chunks, call.outcome or "ok")
 
-    async def _before_response(self, request: web.Request, plan: Plan, call: Call) -> web.StreamResponse | None:
+    async def _before_response(self, request: web.Request, plan: FaultPlan, call: Call) -> web.StreamResponse | None:
         """Latency, then the faults that replace the response. None: go on and answer."""
         if plan.latency_s > 0:
             await asyncio.sleep(plan.latency_s)
@@ -181,7 +181,7 @@ class MockServer:
             return web.Response(status=503)
         return None
 
-    async def _complete(self, request: web.Request, plan: Plan, call: Call) -> web.StreamResponse:
+    async def _complete(self, request: web.Request, plan: FaultPlan, call: Call) -> web.StreamResponse:
         early = await self._before_response(request, plan, call)
         if early is not None:
             return early
@@ -201,7 +201,7 @@ class MockServer:
         call.delivered = call.promised
         return web.Response(body=body, content_type=JSON)
 
-    async def _stream(self, request: web.Request, body: dict[str, Any], plan: Plan, call: Call,
+    async def _stream(self, request: web.Request, body: dict[str, Any], plan: FaultPlan, call: Call,
                       config: dict[str, Any]) -> web.StreamResponse:
         early = await self._before_response(request, plan, call)
         if early is not None:

@@ -9,7 +9,7 @@ Per stack, in `.state/<name>/`:
   compose.replicas.yml   proxy-1 … proxy-(N-1), each a copy of compose/docker-compose.yml's proxy-0 with its port
   compose.json           project name, ports, endpoints without the secret (for --reuse and `down`)
 The proxy config (no secrets: the key comes from the environment) is rendered by
-`harness.stack.config.render_proxy_config` into the run folder, like the local backend does.
+`harness.litellm.proxy_config.render_proxy_config` into the run folder, like the local backend does.
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ import httpx
 import yaml
 from rich.console import Console
 
-from harness import ports
 from harness.errors import HarnessError, StackError
+from harness.litellm.proxy_config import DEFAULT_BUDGET_ID, dump_config, generate_master_key, render_proxy_config
 from harness.paths import REPO_ROOT, state_root
 from harness.stack.base import Endpoints, StackSpec
-from harness.stack.config import DEFAULT_BUDGET_ID, dump_config, generate_master_key, render_proxy_config
+from harness.util import ports
 
 COMPOSE_DIR = REPO_ROOT / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yml"

@@ -19,15 +19,16 @@ from typing import Any
 import httpx
 from rich.console import Console
 
-from harness import litellm_env, ports
 from harness.errors import HarnessError, StackError
+from harness.litellm import env as litellm_env
+from harness.litellm.proxy_config import DEFAULT_BUDGET_ID, dump_config, generate_master_key, render_proxy_config
 from harness.paths import state_root
-from harness.procs import ProcessGroup, http_ok, tail, wait_until
 from harness.stack.base import Endpoints, StackSpec
-from harness.stack.config import DEFAULT_BUDGET_ID, dump_config, generate_master_key, render_proxy_config
 from harness.stack.postgres import PostgresServer
 from harness.stack.redis_relay import relay_command
 from harness.stack.redis_server import RedisServer
+from harness.util import ports
+from harness.util.procs import ProcessGroup, http_ok, tail, wait_until
 
 SECRETS_FILE = "secrets.json"
 PROXY_START_DEADLINE_S = float(os.environ.get("HARNESS_PROXY_START_DEADLINE_S", "300"))

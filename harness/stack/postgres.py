@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 from harness.errors import HarnessError, StackError
-from harness.ports import LOOPBACK
-from harness.procs import ProcessGroup, group_alive, tail
+from harness.util.ports import LOOPBACK
+from harness.util.procs import ProcessGroup, group_alive, tail
 
 DEFAULT_DB = "litellm"
 SUPERUSER = "postgres"

@@ -38,8 +38,8 @@ from typing import Any
 
 import httpx
 
-from harness.control_client import JsonControlClient
-from harness.netutil import abort_with_rst
+from harness.util.control_client import JsonControlClient
+from harness.util.netutil import abort_with_rst
 
 KINDS = ("none", "latency", "timeout", "reset")
 DIRECTIONS = ("down", "up", "both")

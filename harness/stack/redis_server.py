@@ -9,7 +9,7 @@ from pathlib import Path
 import redis
 
 from harness.errors import HarnessError
-from harness.procs import ProcessGroup, wait_until
+from harness.util.procs import ProcessGroup, wait_until
 
 PROC_NAME = "redis"
 

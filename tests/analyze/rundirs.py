@@ -1,4 +1,4 @@
-"""Build small synthetic run folders (the run-folder contract of harness/runfolder.py) for analyzer tests."""
+"""Build small synthetic run folders (the run-folder contract of harness/run/runfolder.py) for analyzer tests."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from harness import runfolder as rf
+from harness.run import runfolder as rf
 
 T0 = 1_700_000_000.0
 P_IN, P_OUT = 1e-6, 1e-5

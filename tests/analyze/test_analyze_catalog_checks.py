@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from rundirs import T0, RunBuilder, base_scenario, budget_text, steady_users
 
 from harness.analyze import analyze
+from tests.analyze.rundirs import T0, RunBuilder, base_scenario, budget_text, steady_users
 
 USERS = [f"eu-{i}" for i in range(5)]
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
-from rundirs import (
+
+from harness.analyze import analyze, analyze_cli
+from tests.analyze.rundirs import (
     T0,
     RunBuilder,
     base_scenario,
@@ -17,8 +19,6 @@ from rundirs import (
     read_time_text,
     steady_users,
 )
-
-from harness.analyze import analyze, analyze_cli
 
 USERS = [f"eu-{i}" for i in range(5)]
 MAX_RES = (400 // 4 + 8) * 1e-6 + 256 * 1e-5      # the scenario's max_reservation() with choices [256]

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from rundirs import budget_text, read_time_text
 
 from harness.analyze.classify import BUDGET, DISCONNECT, OK, OTHER, UPSTREAM, classify_requests
+from tests.analyze.rundirs import budget_text, read_time_text
 
 
 def frame(rows: list[dict]) -> pd.DataFrame:

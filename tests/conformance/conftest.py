@@ -18,13 +18,13 @@ from typing import Any
 import psycopg
 import pytest
 
-from harness import litellm_env
 from harness.errors import HarnessError
+from harness.litellm import env as litellm_env
+from harness.litellm.versions import SUPPORTED
 from harness.paths import engine_dir
-from harness.ports import free_port
-from harness.procs import ProcessGroup, stop_group
 from harness.stack.postgres import PostgresServer
-from harness.versions import SUPPORTED
+from harness.util.ports import free_port
+from harness.util.procs import ProcessGroup, stop_group
 
 DRIVER = Path(__file__).with_name("driver.py")
 

@@ -10,9 +10,9 @@ import psutil
 import psycopg
 import pytest
 
-from harness.ports import free_port, is_listening
-from harness.procs import ProcessGroup
 from harness.stack.postgres import PostgresServer
+from harness.util.ports import free_port, is_listening
+from harness.util.procs import ProcessGroup
 
 pytestmark = pytest.mark.conformance
 

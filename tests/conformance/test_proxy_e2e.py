@@ -13,9 +13,9 @@ import psutil
 import pytest
 import yaml
 
-from harness import litellm_env
-from harness.ports import free_port
-from harness.procs import ProcessGroup, group_alive, http_ok, wait_until
+from harness.litellm import env as litellm_env
+from harness.util.ports import free_port
+from harness.util.procs import ProcessGroup, group_alive, http_ok, wait_until
 from tests.conformance.conftest import rows
 
 pytestmark = pytest.mark.conformance

@@ -1,0 +1,1 @@
+"""What the harness knows about LiteLLM: supported versions, per-version environments, the proxy config."""

@@ -1,0 +1,175 @@
+"""Start Locust as a recorded process group, stop it early, and count what it did while it runs."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.load.config import CONFIG_FILE, ENV_VAR, LoadConfig
+from harness.load.writer import open_appender
+from harness.run.runfolder import REQUESTS_FILE
+from harness.util.procs import ProcessGroup
+
+LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
+PROC_NAME = "locust"
+LOCUST_PREFIX = "locust"          # <run>/locust_stats.csv, locust_stats_history.csv, locust_failures.csv, ...
+LOCUST_HTML = "locust.html"
+LOCUST_LOG = "locust.log"
+# Mirrors harness.analyze.classify.BUDGET_ANY (kept here so the live display needs no pandas).
+BUDGET_ANY = re.compile(r"Budget has been exceeded|ExceededBudget|over budget|budget_exceeded", re.IGNORECASE)
+
+
+def locust_command(config: LoadConfig, run_dir: Path, processes: int = 1) -> list[str]:
+    stop_timeout = config.stop_timeout_s if config.stop_timeout_s is not None else config.client_timeout_s + 2
+    cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
+           "--csv", str(run_dir / LOCUST_PREFIX), "--html", str(run_dir / LOCUST_HTML),
+           "--stop-timeout", str(math.ceil(stop_timeout)), "--exit-code-on-error", "0", "--loglevel", "INFO"]
+    if not config.stages:
+        cmd += ["-u", str(config.users), "-r", str(config.spawn_rate), "-t", f"{math.ceil(config.duration_s)}s"]
+    if processes > 1:
+        cmd += ["--processes", str(processes)]
+    return cmd
+
+
+@dataclass
+class LocustHandle:
+    """The running Locust (master; with --processes its workers are in the same process group)."""
+
+    proc: subprocess.Popen[bytes]
+    group: ProcessGroup
+    config: LoadConfig
+    name: str = PROC_NAME
+    temp_key_file: Path | None = None
+    started: float = field(default_factory=time.time)
+
+    def poll(self) -> int | None:
+        rc = self.proc.poll()
+        if rc is not None:
+            self._cleanup()
+        return rc
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        rc = self.proc.wait(timeout=timeout)
+        self._cleanup()
+        return rc
+
+    def stop(self, timeout: float | None = None) -> int | None:
+        """Stop early: SIGINT to Locust (users finish in-flight requests within --stop-timeout, then the CSVs
+        and the HTML report are written); the whole group is killed if it is still there after `timeout`."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGINT)
+            if timeout is None:
+                timeout = (self.config.stop_timeout_s or self.config.client_timeout_s) + 20
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        self.group.stop(self.name, timeout=10)
+        self._cleanup()
+        return self.proc.returncode
+
+    def _cleanup(self) -> None:
+        if self.temp_key_file is not None:
+            self.temp_key_file.unlink(missing_ok=True)
+            self.temp_key_file = None
+
+
+def run_locust(config: LoadConfig, run_dir: Path, group: ProcessGroup, processes: int = 1,
+               stages: list[dict[str, float]] | None = None, extra_env: dict[str, str] | None = None,
+               temp_key_file: bool | None = None) -> LocustHandle:
+    """Start Locust headless for the config's shape (users/spawn rate/duration, or stages) and return at once.
+
+    The config (no secrets) goes to <run>/load-config.json; requests.csv is created with its header first.
+    `temp_key_file`: remove the config's master key file when Locust ends (default: when it is a temp file
+    written by LoadConfig.from_scenario).
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if stages is not None:
+        config.stages = [dict(s) for s in stages]
+    config_path = config.write(run_dir / CONFIG_FILE)
+    open_appender(run_dir / REQUESTS_FILE).close()
+    env = {**os.environ, ENV_VAR: str(config_path), "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+    cmd = locust_command(config, run_dir, processes)
+    proc = group.start(PROC_NAME, cmd, log=run_dir / LOCUST_LOG, env=env, cwd=run_dir)
+    key = Path(config.master_key_file) if config.master_key_file else None
+    if temp_key_file is None:
+        temp_key_file = key is not None and key.name.startswith("harness-master-key-")
+    return LocustHandle(proc=proc, group=group, config=config, temp_key_file=key if temp_key_file else None)
+
+
+class LiveStats:
+    """Counts requests.csv rows as they are appended (incremental; cheap to poll every 0.5 s)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / REQUESTS_FILE
+        self._offset = 0
+        self._columns: list[str] | None = None
+        self.counts: dict[str, int] = {"requests": 0, "ok": 0, "budget_rejections": 0, "errors": 0,
+                                       "disconnects": 0}
+
+    def poll(self) -> dict[str, int]:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self._offset)
+                data = fh.read()
+        except FileNotFoundError:
+            return dict(self.counts)
+        cut = _complete_records(data)
+        if cut:
+            self._offset += cut
+            self._count(data[:cut].decode(errors="replace"))
+        return dict(self.counts)
+
+    def _count(self, text: str) -> None:
+        reader = csv.reader(io.StringIO(text))
+        if self._columns is None:
+            self._columns = next(reader, None)
+            if self._columns is None:
+                return
+        idx = {name: i for i, name in enumerate(self._columns)}
+        i_status, i_type, i_text, i_disc = idx["status"], idx["error_type"], idx["error_text"], idx["disconnected"]
+        c = self.counts
+        for row in reader:
+            if len(row) < len(self._columns):
+                continue
+            c["requests"] += 1
+            if row[i_disc] == "1":
+                c["disconnects"] += 1
+            if row[i_type]:
+                if BUDGET_ANY.search(row[i_text]):
+                    c["budget_rejections"] += 1
+                else:
+                    c["errors"] += 1
+            elif row[i_status].startswith("2") and row[i_disc] != "1":
+                c["ok"] += 1
+
+
+def _complete_records(data: bytes) -> int:
+    """Length of the prefix of `data` that ends with a newline outside a quoted field."""
+    end = data.rfind(b"\n")
+    while end >= 0:
+        if data.count(b'"', 0, end + 1) % 2 == 0:
+            return end + 1
+        end = data.rfind(b"\n", 0, end)
+    return 0
+
+
+def summarize(run_dir: Path) -> dict[str, Any]:
+    """Counts over the whole requests.csv (after the run)."""
+    return LiveStats(run_dir).poll()

@@ -1,0 +1,376 @@
+"""harness.litellm.env (cached LiteLLM environments) and the engine stand-in's translation layer.
+
+Fast: no package index, no database. The real builds and the real engine are covered by
+tests/conformance (marker `conformance`)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.errors import HarnessError
+from harness.litellm import env as litellm_env
+from harness.paths import engine_dir
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("HARNESS_PRISMA_ENGINE", raising=False)
+    return tmp_path / "cache"
+
+
+def fake_ready(version: str, engine: str = "standin") -> litellm_env.LiteLLMEnv:
+    env = litellm_env.LiteLLMEnv(version, litellm_env.envs_dir() / version)
+    (env.venv / "bin").mkdir(parents=True)
+    env.python.write_text("#!/bin/sh\n")
+    env.site_packages.mkdir(parents=True)
+    env.ready_path.write_text(json.dumps({"version": version, "build_seconds": 1.0, "engine": engine}))
+    return env
+
+
+@pytest.mark.parametrize("version,words", [("1.104.9", ["1.104.9", "cannot be installed"]),
+                                           ("1.107.1", ["1.107.1", "pulled"]),
+                                           ("banana", ["not a LiteLLM version"]),
+                                           ("1.200.0", ["newer"])])
+def test_unknown_or_uninstallable_versions_fail_in_one_line(cache: Path, version: str, words: list[str]) -> None:
+    with pytest.raises(HarnessError) as info:
+        litellm_env.ensure(version)
+    line = info.value.line()
+    assert "\n" not in line
+    for word in words:
+        assert word in line
+    assert not (cache / "litellm" / version).exists()
+
+
+def test_failed_install_names_version_and_reason_and_leaves_no_env(cache: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_uv = tmp_path / "uv"
+    fake_uv.write_text(
+        "#!/bin/bash\n"
+        'if [[ "$1" == venv ]]; then for a; do last="$a"; done; '
+        'mkdir -p "$last/bin" "$last/lib/python3.11/site-packages"; touch "$last/bin/python"; exit 0; fi\n'
+        "echo '  × No solution found when resolving dependencies:'\n"
+        "echo '  ╰─▶ Because litellm[proxy]==1.84.0 depends on litellm-proxy-extras==0.9.9 and it is not available,'\n"
+        "echo '      we can conclude that your requirements are unsatisfiable.'\n"
+        "exit 1\n")
+    fake_uv.chmod(0o755)
+    monkeypatch.setattr(litellm_env._Builder, "_uv", lambda self: str(fake_uv))
+    with pytest.raises(HarnessError) as info:
+        litellm_env.ensure("1.84.0")
+    line = info.value.line()
+    assert "\n" not in line
+    assert "LiteLLM 1.84.0 cannot be installed" in line
+    assert "litellm-proxy-extras==0.9.9" in line
+    assert not (cache / "litellm" / "1.84.0").exists(), "a half-built environment was left behind"
+    assert litellm_env.cached() == []
+    assert (cache / "litellm" / "1.84.0.build.log").exists()
+
+
+def test_ready_environment_is_reused_without_building(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = fake_ready("1.84.0")
+
+    def boom(self: object) -> None:
+        raise AssertionError("rebuilt a ready environment")
+
+    monkeypatch.setattr(litellm_env._Builder, "build", boom)
+    start = time.monotonic()
+    got = litellm_env.ensure("1.84.0")
+    assert got.root == env.root and time.monotonic() - start < 1.0
+    assert [e.version for e in litellm_env.cached()] == ["1.84.0"]
+
+
+def test_environment_without_marker_is_not_ready(cache: Path) -> None:
+    env = fake_ready("1.89.1")
+    env.ready_path.unlink()
+    assert not env.is_ready()
+    assert litellm_env.cached() == []
+
+
+def test_cached_sorts_by_version(cache: Path) -> None:
+    for v in ("1.108.7", "1.84.0", "1.9.0"):
+        fake_ready(v)
+    assert [e.version for e in litellm_env.cached()] == ["1.9.0", "1.84.0", "1.108.7"]
+
+
+def test_migrations_in_name_order_with_spaces(cache: Path) -> None:
+    env = fake_ready("1.84.0")
+    base = env.site_packages / "litellm_proxy_extras" / "migrations"
+    for name in ("20250326171002_add_daily", "20250326162113_baseline", "20250401 with spaces", "20250331_x"):
+        (base / name).mkdir(parents=True)
+        (base / name / "migration.sql").write_text("SELECT 1;")
+    (base / "20250402_empty").mkdir()
+    assert [p.parent.name for p in env.migrations()] == [
+        "20250326162113_baseline", "20250326171002_add_daily", "20250331_x", "20250401 with spaces"]
+
+
+def test_proxy_env_is_offline_and_uses_the_standin(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTHONPATH", "/somewhere/else")
+    env = fake_ready("1.84.0")
+    pe = env.proxy_env("postgresql://u@127.0.0.1:5/db")
+    assert pe["DATABASE_URL"] == "postgresql://u@127.0.0.1:5/db"
+    assert pe["PRISMA_QUERY_ENGINE_BINARY"] == str(engine_dir() / "query-engine")
+    assert pe["DISABLE_SCHEMA_UPDATE"] == "true"
+    assert pe["LITELLM_LOCAL_MODEL_COST_MAP"] == "True"
+    assert pe["CHECKPOINT_DISABLE"] == "1"
+    assert pe["PATH"].split(":")[0] == str(env.venv / "bin")
+    assert "PYTHONPATH" not in pe
+    assert "HOME" in pe  # based on os.environ
+
+
+def test_proxy_env_native_engine(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRISMA_QUERY_ENGINE_BINARY", "/leftover")
+    env = fake_ready("1.84.0", engine="native")
+    pe = env.proxy_env("postgresql://u@127.0.0.1:5/db")
+    assert "PRISMA_QUERY_ENGINE_BINARY" not in pe
+
+
+def test_bad_engine_mode(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HARNESS_PRISMA_ENGINE", "rust")
+    with pytest.raises(HarnessError, match="HARNESS_PRISMA_ENGINE"):
+        litellm_env.engine_mode()
+
+
+SCHEMA = """
+generator client {
+  provider = "prisma-client-py"
+  binaryTargets = ["native"]
+}
+model A {
+  id String @id
+}
+"""
+
+
+def test_schema_gets_recursive_type_depth_once(cache: Path) -> None:
+    env = fake_ready("1.84.0")
+    src = env.site_packages / "litellm" / "proxy" / "schema.prisma"
+    src.parent.mkdir(parents=True)
+    builder = litellm_env._Builder(env, [], console=None)  # type: ignore[arg-type]
+    src.write_text(SCHEMA)
+    text = builder._schema().read_text()
+    assert text.count("recursive_type_depth = -1") == 1
+    assert text.index("recursive_type_depth") < text.index("model A")
+    src.write_text(text)  # a schema that already has it (1.104.x) is left alone
+    assert builder._schema().read_text().count("recursive_type_depth") == 1
+
+
+def test_apply_migrations_failure_names_the_file(cache: Path) -> None:
+    if shutil.which("psql") is None:
+        pytest.skip("psql not installed")
+    env = fake_ready("1.84.0")
+    base = env.site_packages / "litellm_proxy_extras" / "migrations" / "20250101 first"
+    base.mkdir(parents=True)
+    (base / "migration.sql").write_text("SELECT 1;")
+    with pytest.raises(HarnessError, match="20250101 first/migration.sql"):
+        litellm_env.apply_migrations(env, "postgresql://nobody@127.0.0.1:1/nothing?connect_timeout=2")
+
+
+def test_build_of_a_real_environment_is_reused_fast() -> None:
+    """With the real cache: a built 1.84.0 is reused in well under a second (`harness env build` twice)."""
+    env = litellm_env.LiteLLMEnv("1.84.0", litellm_env.envs_dir() / "1.84.0")
+    if not env.is_ready():
+        pytest.skip("LiteLLM 1.84.0 environment not built (harness env build 1.84.0)")
+    start = time.monotonic()
+    assert litellm_env.ensure("1.84.0").root == env.root
+    assert time.monotonic() - start < 1.0
+    assert any(line.startswith("litellm==1.84.0") for line in env.info()["freeze"])
+    assert len(env.migrations()) > 50
+
+
+# -- the engine stand-in's translation layer (node, no database) --------------------------------
+NODE_CHECK = r"""
+import { parseSchema, Translator, rawRows, stringify, markFloat } from '%(server)s';
+const schema = parseSchema(`
+datasource client {
+  provider = "postgresql"
+  url      = env("DATABASE_URL")
+}
+model Budget {
+  budget_id        String  @id
+  max_budget       Float?
+  model_max_budget Json?
+  users            User[]
+}
+model User {
+  user_id   String  @id
+  spend     Float   @default(0)
+  metadata  Json    @default("{}")
+  budget_id String?
+  budget    Budget? @relation(fields: [budget_id], references: [budget_id])
+}
+`);
+const t = new Translator(schema);
+const out = {};
+out.create = t.query(String.raw`mutation {
+  result: createOneBudget
+  (
+    data: {
+      budget_id: "b1"
+      model_max_budget: "{\"gpt\": {\"max_budget\": 1.5}}"
+      users: {
+        create: [
+          {
+            user_id: "u1"
+            metadata: "{\"a\": 1}"
+          }
+        ]
+      }
+    }
+  )
+  {
+    budget_id
+    users {
+      user_id
+    }
+  }
+}`).json;
+out.upsert = t.query(String.raw`mutation { result: upsertOneUser(where: { user_id: "u1" }
+  create: { user_id: "u1" spend: 1.5 } update: { spend: { increment: 1.5 } metadata: "{}" }) { user_id spend } }`).json;
+out.raw = t.query('mutation { result: queryRaw(query: "SELECT 1 WHERE $1 = $2" parameters: "[1, \\"x\\"]") }').json;
+out.find = t.query('query { result: findUniqueUserOrThrow(where: { user_id: "u1" }) '
+  + '{ user_id budget(where: { max_budget: { gt: 1 } }) { budget_id } } }').json;
+out.group = t.query('query { result: groupByUser(by: ["budget_id"]) '
+  + '{ budget_id _sum { spend } _count { _all } } }').json;
+out.rows = rawRows({ columns: ['a', 'n', 'arr', 'j', 'b'],
+                     types: ['double', 'string', 'string-array', 'json', 'bigint'],
+                     rows: [[3, null, ['x', null], '{"k": [1]}', '12']] });
+out.floats = stringify({ a: markFloat(3), b: markFloat(2.5), s: 'plain' });
+console.log(JSON.stringify(out));
+"""
+
+
+def test_engine_translates_graphql_to_json_protocol(tmp_path: Path) -> None:
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node not installed")
+    script = tmp_path / "check.mjs"
+    script.write_text(NODE_CHECK % {"server": (engine_dir() / "server.mjs").as_uri()})
+    proc = subprocess.run([node, str(script)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    create = out["create"]
+    assert create["modelName"] == "Budget" and create["action"] == "createOne"
+    data = create["query"]["arguments"]["data"]
+    assert data["model_max_budget"] == {"$type": "Json", "value": '{"gpt": {"max_budget": 1.5}}'}
+    assert data["users"]["create"][0]["metadata"] == {"$type": "Json", "value": '{"a": 1}'}
+    assert create["query"]["selection"]["users"]["selection"] == {"user_id": True}
+    upsert = out["upsert"]
+    assert upsert["action"] == "upsertOne"
+    assert upsert["query"]["arguments"]["update"]["metadata"] == {"$type": "Json", "value": "{}"}
+    assert upsert["query"]["arguments"]["update"]["spend"] == {"increment": 1.5}
+    assert out["raw"] == {"action": "queryRaw", "query": {"arguments": {"query": "SELECT 1 WHERE $1 = $2",
+                                                                        "parameters": '[1, "x"]'}, "selection": {}}}
+    find = out["find"]
+    assert find["action"] == "findUniqueOrThrow" and find["modelName"] == "User"
+    assert find["query"]["selection"]["budget"]["arguments"] == {"where": {"max_budget": {"gt": 1}}}
+    group = out["group"]
+    assert group["action"] == "groupBy"
+    assert group["query"]["selection"]["_sum"] == {"selection": {"spend": True}}
+    assert group["query"]["selection"]["_count"] == {"selection": {"_all": True}}
+    row = out["rows"][0]
+    assert row["n"] == {"prisma__type": "null", "prisma__value": None}
+    assert row["arr"]["prisma__type"] == "array"
+    assert row["arr"]["prisma__value"][1] == {"prisma__type": "null", "prisma__value": None}
+    assert row["j"] == {"prisma__type": "json", "prisma__value": {"k": [1]}}
+    assert row["b"] == {"prisma__type": "bigint", "prisma__value": "12"}
+    assert out["floats"] == '{"a":3.0,"b":2.5,"s":"plain"}'
+
+
+def test_engine_launcher_answers_version_like_the_native_engine() -> None:
+    proc = subprocess.run([str(engine_dir() / "query-engine"), "--version"], capture_output=True, text=True,
+                          timeout=10)
+    assert proc.returncode == 0
+    assert proc.stdout.strip() == f"query-engine {litellm_env.PRISMA_ENGINE_VERSION}"
+
+
+# -- the stand-in process's lifetime (node + wasm; no database needed to start) -------------------
+def _standin_env(tmp_path: Path) -> dict[str, str]:
+    import os
+
+    schema = tmp_path / "schema.prisma"
+    schema.write_text('datasource client {\n  provider = "postgresql"\n  url = env("DATABASE_URL")\n}\n'
+                      "model A {\n  id String @id\n}\n")
+    env = dict(os.environ)
+    env.update(PRISMA_DML_PATH=str(schema), DATABASE_URL="postgresql://nobody@127.0.0.1:1/none")
+    return env
+
+
+def _needs_engine() -> None:
+    if shutil.which("node") is None or not (engine_dir() / "node_modules").is_dir():
+        pytest.skip("engine stand-in not installed (make engine)")
+
+
+def _wait_status(port: int, proc: subprocess.Popen[bytes]) -> None:
+    from harness.util.procs import http_ok, wait_until
+
+    wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/status"), deadline_s=30, what="engine stand-in",
+               still_alive=lambda: proc.poll() is None)
+
+
+def _wait_gone(pid: int, seconds: float) -> bool:
+    import psutil
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_standin_binds_loopback_and_exits_when_stdin_closes(tmp_path: Path) -> None:
+    import psutil
+
+    from harness.util.ports import free_port
+
+    _needs_engine()
+    port = free_port()
+    proc = subprocess.Popen([str(engine_dir() / "query-engine"), "-p", str(port), "--enable-metrics",
+                             "--enable-raw-queries"], stdin=subprocess.PIPE, env=_standin_env(tmp_path),
+                            start_new_session=True)
+    try:
+        _wait_status(port, proc)
+        listening = [c.laddr for c in psutil.Process(proc.pid).net_connections(kind="inet")
+                     if c.status == psutil.CONN_LISTEN]
+        assert listening and all(addr.ip == "127.0.0.1" for addr in listening), listening
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_standin_exits_when_its_parent_dies(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    import psutil
+
+    from harness.util.ports import free_port
+    from harness.util.procs import stop_group
+
+    _needs_engine()
+    port = free_port()
+    parent = subprocess.Popen(["bash", "-c", f'"$0" -p {port} & wait', str(engine_dir() / "query-engine")],
+                              stdin=subprocess.DEVNULL, env=_standin_env(tmp_path), start_new_session=True)
+    try:
+        _wait_status(port, parent)
+        kids = psutil.Process(parent.pid).children(recursive=True)
+        assert kids
+        os.kill(parent.pid, signal.SIGKILL)  # the parent only, not its group
+        parent.wait()
+        for kid in kids:
+            assert _wait_gone(kid.pid, 10), f"stand-in {kid.pid} outlived its parent"
+    finally:
+        stop_group(parent.pid, timeout=5)

@@ -1,0 +1,172 @@
+"""`harness catalog` with a fake runner: planning, catalog.csv, the README table (merge), the schema reference."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from harness.errors import HarnessError
+from harness.matrix import catalog
+from harness.matrix.execute import OK, UNINSTALLABLE, CellResult
+from harness.scenario.model import load_scenario
+
+SCEN = """# header
+name: {name}
+issue: "BerriAI/litellm#{issue}"
+expect: reproduced
+expect_by_version: {{"1.108.7": clean}}
+versions: {versions}
+"""
+
+
+def _dir(tmp_path: Path) -> Path:
+    d = tmp_path / "scenarios"
+    d.mkdir()
+    (d / "a.yaml").write_text(SCEN.format(name="alpha", issue=1, versions='["1.84.0", "1.108.7"]'))
+    (d / "b.yaml").write_text(SCEN.format(name="beta", issue=2, versions='["1.84.0"]'))
+    (d / "README.md").write_text("# Scenarios\n\nhand-written text\n\n<!-- outcomes:start -->\n<!-- outcomes:end -->\n"
+                                 "\nmore text\n")
+    return d
+
+
+class FakeRunner:
+    """Writes a verdict.json into the cell's folder like a real run; 1.84.0 reproduces, 1.108.7 is clean."""
+
+    def __init__(self, broken: set[str] = frozenset()) -> None:   # type: ignore[assignment]
+        self.calls: list[tuple[str, str]] = []
+        self.broken = broken
+
+    def __call__(self, scenario_path: Path, version: str, out_dir: Path) -> CellResult:
+        self.calls.append((scenario_path.stem, version))
+        if version in self.broken:
+            return CellResult(scenario=scenario_path.stem, version=version, status=UNINSTALLABLE,
+                              reason="cannot be installed", run_dir=str(out_dir))
+        out_dir.mkdir(parents=True)
+        bad = version == "1.84.0"
+        ev = {"verdict": "REPRODUCED" if bad else "NOT REPRODUCED",
+              "phantom": {"count": 7 if bad else 0, "first": {"t_rel": 3.25} if bad else None},
+              "drain": {"ran": True, "leaked_total": 1.5 if bad else 0.0, "undercounted_total": 0.0,
+                        "undercounted_users": 0}}
+        (out_dir / "verdict.json").write_text(json.dumps(ev))
+        return CellResult(scenario=scenario_path.stem, version=version, status=OK, verdict=ev["verdict"],
+                          expected=load_scenario(scenario_path).expectation_for(version),
+                          phantoms=ev["phantom"]["count"], leaked_usd=ev["drain"]["leaked_total"],
+                          run_dir=str(out_dir), requests=100)
+
+
+def quiet() -> Console:
+    return Console(file=open("/dev/null", "w"), width=200)  # noqa: SIM115
+
+
+def test_plan_follows_versions_and_filters(tmp_path: Path) -> None:
+    entries = catalog.discover(_dir(tmp_path))
+    assert [(e.name, v) for e, v in catalog.plan(entries)] == [
+        ("alpha", "1.84.0"), ("alpha", "1.108.7"), ("beta", "1.84.0")]
+    assert [(e.name, v) for e, v in catalog.plan(entries, ["1.108.7"])] == [("alpha", "1.108.7")]
+    assert [e.name for e in catalog.discover(tmp_path / "scenarios", ["b", "alpha"])] == ["beta", "alpha"]
+    with pytest.raises(HarnessError, match="no catalog scenario named gamma"):
+        catalog.discover(tmp_path / "scenarios", ["gamma"])
+
+
+def test_run_writes_csv_and_readme_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = _dir(tmp_path)
+    monkeypatch.setattr(catalog, "results_dir", lambda: tmp_path / "results")
+    runner = FakeRunner()
+    code = catalog.catalog_command(None, None, True, False, None, quiet(), runner=runner, directory=d)
+    assert code == 0
+    assert runner.calls == [("a", "1.84.0"), ("a", "1.108.7"), ("b", "1.84.0")]   # one at a time, in order
+    [out] = list((tmp_path / "results").glob("catalog-*"))
+    rows = list(csv.DictReader((out / "catalog.csv").open()))
+    assert [(r["scenario"], r["version"], r["verdict"], r["match"]) for r in rows] == [
+        ("alpha", "1.84.0", "REPRODUCED", "yes"), ("alpha", "1.108.7", "NOT REPRODUCED", "yes"),
+        ("beta", "1.84.0", "REPRODUCED", "yes")]
+    assert rows[0]["first_phantom_s"] == "3.2" or rows[0]["first_phantom_s"] == "3.3"
+    assert rows[0]["leaked_usd"] == "1.5000" and rows[0]["issue"] == "BerriAI/litellm#1"
+    text = (d / "README.md").read_text()
+    assert text.startswith("# Scenarios\n\nhand-written text") and "more text" in text
+    table = catalog.parse_table(catalog.section(text, "outcomes") or "")
+    assert [(r["scenario"], r["version"], r["phantoms"]) for r in table] == [
+        ("alpha", "1.84.0", "7"), ("alpha", "1.108.7", "0"), ("beta", "1.84.0", "7")]
+    assert "<!-- schema:start -->" in text and "`first_requests`" in text
+    assert "| [a.yaml](a.yaml) | alpha |" in text
+
+
+def test_partial_run_keeps_other_rows_and_mismatch_exits_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = _dir(tmp_path)
+    monkeypatch.setattr(catalog, "results_dir", lambda: tmp_path / "results")
+    catalog.catalog_command(None, None, True, False, None, quiet(), runner=FakeRunner(), directory=d)
+    (d / "b.yaml").write_text(SCEN.format(name="beta", issue=2, versions='["1.84.0"]').replace(
+        "expect: reproduced", "expect: clean"))
+    runner = FakeRunner()
+    code = catalog.catalog_command(None, "beta", True, False, None, quiet(), runner=runner, directory=d)
+    assert runner.calls == [("b", "1.84.0")]
+    table = catalog.parse_table(catalog.section((d / "README.md").read_text(), "outcomes") or "")
+    assert [(r["scenario"], r["version"]) for r in table] == [("alpha", "1.84.0"), ("alpha", "1.108.7"),
+                                                              ("beta", "1.84.0")]
+    assert table[2]["match"] == "NO" and code == 1
+
+
+def test_uninstallable_cell_is_not_a_mismatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = _dir(tmp_path)
+    monkeypatch.setattr(catalog, "results_dir", lambda: tmp_path / "results")
+    code = catalog.catalog_command(None, "alpha", False, False, None, quiet(), runner=FakeRunner({"1.108.7"}),
+                                   directory=d)
+    assert code == 0
+    assert "<!-- schema:start -->" not in (d / "README.md").read_text()     # no --update-readme
+
+
+def test_no_cells_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(HarnessError, match="no \\(scenario, version\\) cell"):
+        catalog.catalog_command("9.9.9", None, False, False, None, quiet(), runner=FakeRunner(),
+                                directory=_dir(tmp_path))
+
+
+def test_table_round_trip_escapes_pipes() -> None:
+    rows = [{c: f"v|{c}" for c, _ in catalog.COLUMNS}]
+    assert catalog.parse_table(catalog.render_table(rows)) == rows
+
+
+def test_schema_reference_covers_every_field() -> None:
+    from pydantic import BaseModel
+
+    from harness.scenario.model import Scenario
+
+    text = catalog.schema_markdown()
+    for path, model in catalog._models(Scenario):
+        for name in model.model_fields:
+            assert f"| `{name}` |" in text, f"{path}.{name} missing"
+        assert issubclass(model, BaseModel)
+    assert "| `name` | str (~ ^[A-Za-z0-9][A-Za-z0-9._-]*$) | **required** |" in text
+    assert "`mix.first_requests` (FirstRequests)" in text
+    assert "| `snapshot_redis` |" in text and "| `kill_replica` |" in text
+
+
+def test_every_schema_field_has_a_meaning() -> None:
+    from harness.scenario.model import FaultKind, Scenario
+
+    for _, model in catalog._models(Scenario):
+        notes = catalog._comments(model)
+        for name in model.model_fields:
+            assert notes.get(name) or catalog.FIELD_NOTES.get(f"{model.__name__}.{name}"), \
+                f"{model.__name__}.{name}: add a comment in scenario.py or an entry in catalog.FIELD_NOTES"
+    import typing
+
+    assert set(catalog.fault_kinds()) == set(typing.get_args(FaultKind))
+
+
+def test_schema_only_refreshes_sections(tmp_path: Path) -> None:
+    d = _dir(tmp_path)
+    assert catalog.catalog_command(None, None, False, True, None, quiet(), runner=FakeRunner(), directory=d) == 0
+    text = (d / "README.md").read_text()
+    assert "<!-- catalog:start -->" in text and "<!-- schema:start -->" in text
+    assert catalog.parse_table(catalog.section(text, "outcomes") or "") == []
+
+
+def test_readme_in_repo_schema_is_current() -> None:
+    """scenarios/README.md's schema section is what the model generates (refresh: harness catalog --schema-only)."""
+    text = Path("scenarios/README.md").read_text()
+    assert (catalog.section(text, "schema") or "").strip() == catalog.schema_markdown().strip()

@@ -1,0 +1,144 @@
+"""The sampler against a real redis-server and a real Postgres 15 (own process groups, free ports)."""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from harness.run.runfolder import SAMPLES_COLUMNS, SAMPLES_FILE
+from harness.run.sampler import Sampler, read_counters
+from harness.util.procs import ProcessGroup
+from tests.realservers import postgres_server, redis_server
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, str]]:
+    work = tmp_path_factory.mktemp("sampler")
+    group = ProcessGroup(work / "state")
+    try:
+        with redis_server(group, work) as port, postgres_server(group) as dsn:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute('CREATE TABLE "LiteLLM_EndUserTable"(user_id text PRIMARY KEY, '
+                             'spend double precision)')
+            yield port, dsn
+    finally:
+        group.stop_all()
+
+
+@pytest.fixture
+def data(servers: tuple[int, str]) -> Iterator[tuple[redis.Redis, str]]:
+    port, dsn = servers
+    r = redis.Redis(port=port)
+    r.flushall()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute('TRUNCATE "LiteLLM_EndUserTable"')
+    yield r, dsn
+
+
+def _rows(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / SAMPLES_FILE, newline="") as fh:
+        reader = csv.DictReader(fh)
+        assert tuple(reader.fieldnames or ()) == SAMPLES_COLUMNS
+        return list(reader)
+
+
+def _seed(r: redis.Redis, dsn: str, counters: dict[str, float], rows: dict[str, float | None],
+          prefix: str = "spend:end_user:") -> None:
+    for user, value in counters.items():
+        r.incrbyfloat(prefix + user, value)
+        r.expire(prefix + user, 60)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for user, spend in rows.items():
+            conn.execute('INSERT INTO "LiteLLM_EndUserTable" VALUES (%s, %s)', (user, spend))
+
+
+def test_sample_matches_direct_reads(data: tuple[redis.Redis, str], tmp_path: Path) -> None:
+    r, dsn = data
+    _seed(r, dsn, {"eu-0001": 1.25, "eu-0002": 0.1 + 0.2, "only-redis": 7.0},
+          {"eu-0001": 0.5, "eu-0002": 0.3, "only-db": 2.0, "null-spend": None})
+    r.set("spend:end_user:no-ttl", "3.5")               # exists without expiry
+    r.set("spend:key:abc", "9")                          # other counters are not sampled
+    r.set("ns1:spend:end_user:eu-0001", "100")           # another namespace's counter
+    sampler = Sampler(f"redis://127.0.0.1:{r.connection_pool.connection_kwargs['port']}/0", dsn, tmp_path, 1.0)
+    try:
+        assert sampler.sample_once() == 6
+    finally:
+        sampler.stop()
+    rows = {row["end_user"]: row for row in _rows(tmp_path)}
+    assert set(rows) == {"eu-0001", "eu-0002", "only-redis", "only-db", "null-spend", "no-ttl"}
+    for user in ("eu-0001", "eu-0002", "only-redis", "no-ttl"):
+        assert float(rows[user]["redis_counter"]) == float(r.get(f"spend:end_user:{user}"))
+    assert 59 <= float(rows["eu-0001"]["counter_ttl"]) <= 60
+    assert float(rows["no-ttl"]["counter_ttl"]) == -1
+    assert rows["only-db"]["redis_counter"] == "" and rows["only-db"]["counter_ttl"] == ""
+    assert float(rows["eu-0001"]["db_spend"]) == 0.5
+    assert rows["only-redis"]["db_spend"] == "" and rows["null-spend"]["db_spend"] == ""
+    assert {row["sample"] for row in rows.values()} == {"0"}
+    assert len({row["t"] for row in rows.values()}) == 1
+
+
+def test_namespace_and_both_read_paths_agree(data: tuple[redis.Redis, str]) -> None:
+    r, dsn = data
+    counters = {f"eu-{i:04d}": i * 0.013 for i in range(2500)}
+    _seed(r, dsn, counters, {}, prefix="team-a:spend:end_user:")
+    r.set("spend:end_user:plain", "1")
+    r.set("team-b:spend:end_user:x", "1")
+    server = read_counters(r, "team-a")
+    client = read_counters(r, "team-a", server_side=False)
+    direct = {k.decode().split(":", 3)[3]: float(v) for k, v in
+              zip(sorted(r.scan_iter(match="team-a:*", count=1000)),
+                  r.mget(sorted(r.scan_iter(match="team-a:*", count=1000))), strict=True)}
+    assert {u: v for u, (v, _) in server.items()} == direct == {u: v for u, (v, _) in client.items()}
+    assert len(direct) == 2500
+    assert set(read_counters(r)) == {"plain"}
+
+
+def test_thread_samples_on_a_grid_and_survives_redis_down(data: tuple[redis.Redis, str], tmp_path: Path) -> None:
+    r, dsn = data
+    _seed(r, dsn, {"eu-1": 1.0}, {"eu-1": 0.5})
+    port = r.connection_pool.connection_kwargs["port"]
+    sampler = Sampler(f"redis://127.0.0.1:{port}/0", dsn, tmp_path, interval_s=0.1)
+    sampler.start()
+    deadline = time.monotonic() + 10
+    while sampler.samples < 5 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    sampler.stop()
+    assert sampler.samples >= 5 and sampler.errors == 0
+    assert sampler.max_gap is not None and sampler.max_gap < 0.5
+    rows = _rows(tmp_path)
+    assert [int(row["sample"]) for row in rows] == list(range(sampler.samples))
+
+    broken = Sampler("redis://127.0.0.1:1/0", dsn, tmp_path / "broken", interval_s=0.1)
+    try:
+        assert broken.sample_once() == 0
+    finally:
+        broken.stop()
+    assert broken.errors == 1 and "ConnectionError" in (broken.last_error or "")
+    assert not (tmp_path / "broken" / SAMPLES_FILE).exists()
+
+
+def test_stop_writes_the_other_spend_counters(data: tuple[redis.Redis, str], tmp_path: Path) -> None:
+    """spend:key/user/team counters (not sampled every second) are written once at stop()."""
+    from harness.run.sampler import OTHER_COUNTERS_FILE, read_other_counters
+
+    r, dsn = data
+    _seed(r, dsn, {"eu-1": 1.0}, {})
+    r.set("spend:key:abc", "3.5")
+    r.expire("spend:key:abc", 60)
+    r.set("spend:user:u1", "2.25")
+    r.set("litellm_spend_update_buffer", "x")          # not a spend counter
+    assert [(k, v) for k, v, _ in read_other_counters(r)] == [("spend:key:abc", 3.5), ("spend:user:u1", 2.25)]
+    port = r.connection_pool.connection_kwargs["port"]
+    sampler = Sampler(f"redis://127.0.0.1:{port}/0", dsn, tmp_path)
+    sampler.sample_once()
+    sampler.stop()
+    with open(tmp_path / OTHER_COUNTERS_FILE, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(x["key"], float(x["value"])) for x in rows] == [("spend:key:abc", 3.5), ("spend:user:u1", 2.25)]
+    assert 0 < float(rows[0]["ttl"]) <= 60 and float(rows[1]["ttl"]) == -1.0
