@@ -106,7 +106,7 @@ def analyze_cli(run_dir: Path, console: Console) -> int:
 def print_result(result: AnalysisResult, console: Console) -> None:
     from rich.markup import escape
 
-    from harness.analyze.report import _money, _pct
+    from harness.util.fmt import money, pct
 
     ev = result.evidence
 
@@ -125,13 +125,13 @@ def print_result(result: AnalysisResult, console: Console) -> None:
         f"{bc['upstream']:,}, walk-away {bc['disconnect']:,}, other {bc['other']:,}")
     first = (ph["first"] or {}).get("t_rel")
     tail = f", first at {first:.1f} s)" if first is not None else ")"
-    out(f"  phantom rejections {ph['count']:,} ({_pct(ph['share_of_rejections'])} of rejections, "
+    out(f"  phantom rejections {ph['count']:,} ({pct(ph['share_of_rejections'])} of rejections, "
         f"{ph['affected_end_users']} end users{tail}")
     if dr["ran"]:
         out(f"  drain: {dr['leaked_users']} of {dr['users_checked']} counters leaked "
-            f"{_money(dr['leaked_total'])}; Redis {_money(dr['counter_total'])} vs DB "
-            f"{_money(dr['db_total'])} vs true {_money(dr['true_low_total'])}–"
-            f"{_money(dr['true_high_total'])}")
+            f"{money(dr['leaked_total'])}; Redis {money(dr['counter_total'])} vs DB "
+            f"{money(dr['db_total'])} vs true {money(dr['true_low_total'])}–"
+            f"{money(dr['true_high_total'])}")
     else:
         out(f"  drain: not run ({escape(str(dr.get('why_not')))})")
     for w in ev.get("warnings", [])[:5]:

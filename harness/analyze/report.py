@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness.analyze.scrub import scrub
+from harness.util.fmt import money, pct
 
 _ENV_KEYS = (
     ("LiteLLM version", "litellm_version"), ("replicas", "replicas"), ("backend", "backend"),
@@ -13,19 +14,8 @@ _ENV_KEYS = (
 )
 
 
-def _money(v: Any) -> str:
-    if v is None:
-        return "–"
-    v = float(v)
-    return f"${v:,.2f}" if abs(v) >= 100 else f"${v:.4g}"
-
-
 def _secs(v: Any) -> str:
     return "–" if v is None else f"{float(v):.1f} s"
-
-
-def _pct(v: Any) -> str:
-    return "–" if v is None else f"{100 * float(v):.1f} %"
 
 
 def summary_paragraph(vj: dict[str, Any], meta: dict[str, Any]) -> str:
@@ -40,13 +30,13 @@ def summary_paragraph(vj: dict[str, Any], meta: dict[str, Any]) -> str:
     if ph["count"]:
         first, worst = ph["first"] or {}, ph["worst"] or {}
         parts.append(
-            f"{ph['count']:,} of them ({_pct(ph['share_of_rejections'])} of all rejections) were **phantom**: "
+            f"{ph['count']:,} of them ({pct(ph['share_of_rejections'])} of all rejections) were **phantom**: "
             f"{ph['affected_end_users']} end user(s) were rejected while their true spend was below their budget "
             f"minus the reservations they could hold (one per request in flight, at most "
-            f"{_money(ph['max_reservation'])} each); the first at "
+            f"{money(ph['max_reservation'])} each); the first at "
             f"{_secs(first.get('t_rel'))} ({first.get('end_user', '?')}, true spend "
-            f"{_money(first.get('true_high'))}, budget {_money(first.get('budget'))})"
-            + (f", the worst printed a counter {_money(worst.get('excess'))} above true spend "
+            f"{money(first.get('true_high'))}, budget {money(first.get('budget'))})"
+            + (f", the worst printed a counter {money(worst.get('excess'))} above true spend "
                f"({worst.get('end_user')})." if worst else "."))
     else:
         parts.append(f"No phantom rejection among {ph['budget_rejections']:,} budget rejection(s).")
@@ -55,19 +45,19 @@ def summary_paragraph(vj: dict[str, Any], meta: dict[str, Any]) -> str:
             worst = dr["worst"] or {}
             parts.append(
                 f"After the drain ({_secs(dr['after_load_end_s'])} after the load ended) {dr['leaked_users']} of "
-                f"{dr['users_checked']} end users' counters still held **{_money(dr['leaked_total'])} of leaked "
-                f"reservations** (Redis {_money(dr['counter_total'])} vs DB {_money(dr['db_total'])} vs true "
-                f"{_money(dr['true_low_total'])}–{_money(dr['true_high_total'])}; worst {worst.get('end_user')}: "
-                f"{_money(worst.get('leaked'))}).")
+                f"{dr['users_checked']} end users' counters still held **{money(dr['leaked_total'])} of leaked "
+                f"reservations** (Redis {money(dr['counter_total'])} vs DB {money(dr['db_total'])} vs true "
+                f"{money(dr['true_low_total'])}–{money(dr['true_high_total'])}; worst {worst.get('end_user')}: "
+                f"{money(worst.get('leaked'))}).")
         else:
             parts.append(f"After the drain all {dr['users_checked']} remaining counters matched true spend "
-                         f"(Redis {_money(dr['counter_total'])} vs DB {_money(dr['db_total'])} vs true "
-                         f"{_money(dr['true_low_total'])}–{_money(dr['true_high_total'])}).")
+                         f"(Redis {money(dr['counter_total'])} vs DB {money(dr['db_total'])} vs true "
+                         f"{money(dr['true_low_total'])}–{money(dr['true_high_total'])}).")
     else:
         parts.append(f"The drain check did not run: {dr.get('why_not')}.")
     mx = infl.get("total_max_counter_minus_true_high")
     if mx:
-        parts.append(f"Largest total inflation (Redis counters − true spend): {_money(mx['value'])} at "
+        parts.append(f"Largest total inflation (Redis counters − true spend): {money(mx['value'])} at "
                      f"{_secs(mx['t'])}.")
     return " ".join(parts)
 
@@ -83,40 +73,40 @@ def evidence_rows(vj: dict[str, Any]) -> list[tuple[str, str]]:
         ("budget rejections", f"{ph['budget_rejections']:,} (wordings: "
          + (", ".join(f"{k} {v:,}" for k, v in ph["wordings"].items()) or "–") + "; status: "
          + (", ".join(f"{k} {v:,}" for k, v in ph["budget_rejection_status_codes"].items()) or "–") + ")"),
-        ("phantom rejections", f"{ph['count']:,} ({_pct(ph['share_of_rejections'])} of rejections, "
+        ("phantom rejections", f"{ph['count']:,} ({pct(ph['share_of_rejections'])} of rejections, "
          f"{ph['affected_end_users']} end users)"),
     ]
     if ph["first"]:
         f = ph["first"]
-        rows.append(("first phantom", f"{_secs(f['t_rel'])}: {f['end_user']} printed {_money(f['printed_counter'])}"
-                     f", true spend {_money(f['true_low'])}–{_money(f['true_high'])}, budget {_money(f['budget'])}"))
+        rows.append(("first phantom", f"{_secs(f['t_rel'])}: {f['end_user']} printed {money(f['printed_counter'])}"
+                     f", true spend {money(f['true_low'])}–{money(f['true_high'])}, budget {money(f['budget'])}"))
     if ph["worst"]:
         w = ph["worst"]
-        rows.append(("worst phantom", f"{_secs(w['t_rel'])}: {w['end_user']} printed {_money(w['printed_counter'])}"
-                     f" vs true {_money(w['true_high'])} (+{_money(w['excess'])})"))
-    rows.append(("max reservation (threshold margin)", _money(ph["max_reservation"])))
+        rows.append(("worst phantom", f"{_secs(w['t_rel'])}: {w['end_user']} printed {money(w['printed_counter'])}"
+                     f" vs true {money(w['true_high'])} (+{money(w['excess'])})"))
+    rows.append(("max reservation (threshold margin)", money(ph["max_reservation"])))
     mx = infl.get("total_max_counter_minus_true_high")
     if mx:
-        rows.append(("max total counter − true spend", f"{_money(mx['value'])} at {_secs(mx['t'])}"))
+        rows.append(("max total counter − true spend", f"{money(mx['value'])} at {_secs(mx['t'])}"))
     mu = infl.get("user_max_counter_minus_true_high")
     if mu:
         rows.append(("max per-user counter − true spend",
-                     f"{_money(mu['value'])} ({mu['end_user']}, {_secs(mu['t'])})"))
+                     f"{money(mu['value'])} ({mu['end_user']}, {_secs(mu['t'])})"))
     md = infl.get("total_max_counter_minus_db")
     if md:
-        rows.append(("max total counter − DB spend", f"{_money(md['value'])} at {_secs(md['t'])}"))
+        rows.append(("max total counter − DB spend", f"{money(md['value'])} at {_secs(md['t'])}"))
     rows.append(("DB lag allowance", f"{infl['db_lag_allowance_s']:.0f} s; DB behind the lagged truth in "
                  f"{infl['db_behind_lagged_truth_rows']:,} sample(s), ahead of the truth in "
                  f"{infl['db_ahead_of_truth_rows']:,}"))
     if dr["ran"]:
         rows.append(("drain check", f"last sample {_secs(dr['after_load_end_s'])} after load end; "
                      f"{dr['users_checked']} counters checked, {dr['counters_absent']} end users without a counter; "
-                     f"leaked: {dr['leaked_users']} users, {_money(dr['leaked_total'])}"))
+                     f"leaked: {dr['leaked_users']} users, {money(dr['leaked_total'])}"))
         for key in ("first", "worst", "last"):
             x = dr.get(key)
             if x:
-                rows.append((f"{key} leak", f"{x['end_user']}: counter {_money(x['counter'])}, DB {_money(x['db'])}, "
-                             f"true {_money(x['true_low'])}–{_money(x['true_high'])}, leaked {_money(x['leaked'])}, "
+                rows.append((f"{key} leak", f"{x['end_user']}: counter {money(x['counter'])}, DB {money(x['db'])}, "
+                             f"true {money(x['true_low'])}–{money(x['true_high'])}, leaked {money(x['leaked'])}, "
                              f"above true spend since {_secs(x.get('t_leak_from'))}"))
         if dr["undercounted_users"]:
             rows.append(("counter below true spend", f"{dr['undercounted_users']} end users (not a leak; "

@@ -32,6 +32,7 @@ from rich.markup import escape
 from harness.errors import HarnessError
 from harness.litellm.versions import PRISMA_VERSION, resolve
 from harness.paths import cache_dir, engine_dir
+from harness.util.fsutil import atomic_write_text
 
 READY_FILE = "ready.json"
 ENGINE_MODE_VAR = "HARNESS_PRISMA_ENGINE"
@@ -373,9 +374,7 @@ class _Builder:
             "freeze": pins,
             **self.figures,
         }
-        tmp = self.env.root / (READY_FILE + ".tmp")
-        tmp.write_text(json.dumps(payload, indent=2) + "\n")
-        os.replace(tmp, self.env.ready_path)
+        atomic_write_text(self.env.ready_path, json.dumps(payload, indent=2) + "\n")
 
 
 class _StepFailed(Exception):

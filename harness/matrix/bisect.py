@@ -233,7 +233,8 @@ def _one_line(text: str, limit: int = 240) -> str:
 
 
 def render_md(res: BisectResult, command: str, started: float | None = None, done: bool = True) -> str:
-    from harness.matrix.report import money, num
+    from harness.matrix.report import num
+    from harness.util.fmt import money
 
     title = f"# Bisect {res.scenario}: {res.direction} between {res.good} (good) and {res.bad} (bad)"
     parts = [title, "", f"**Result:** {res.headline() if done else 'running …'}", "", f"Command: `{command}`", "",

@@ -18,6 +18,7 @@ from harness.matrix.compare import CellDelta, compare
 from harness.matrix.execute import CellResult, Runner
 from harness.matrix.plot import plot_summary
 from harness.matrix.report import comparison_lines, render_comparison_md, render_matrix_md, summary_line
+from harness.util.fsutil import atomic_write_text
 
 CSV_NAME, MD_NAME, PNG_NAME, COMPARISON_NAME = "matrix.csv", "matrix.md", "summary.png", "comparison.md"
 JSON_NAME = "matrix.json"
@@ -143,9 +144,7 @@ def _write_md(out_dir: Path, results: list[CellResult], command: str, exit_code:
               picture: str | None, notes: list[str] | None = None) -> None:
     text = render_matrix_md(group(results), out_dir, f"Version matrix {out_dir.name}", command, exit_code,
                             picture, notes)
-    tmp = out_dir / (MD_NAME + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(out_dir / MD_NAME)
+    atomic_write_text(out_dir / MD_NAME, text)
 
 
 def _print_summary(console: Console, cells: list[Cell], exit_code: int, out_dir: Path, deltas: list[CellDelta],

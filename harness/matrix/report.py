@@ -9,14 +9,9 @@ from pathlib import Path
 from harness.matrix.cells import Cell
 from harness.matrix.compare import CHANGED, FLIP, GONE, NEW, NOISE, CellDelta
 from harness.matrix.execute import OK, CellResult
+from harness.util.fmt import money
 
 MATCH_TEXT = {True: "✅ yes", False: "❌ **NO**", None: "n/a"}
-
-
-def money(v: float | None) -> str:
-    if v is None:
-        return "–"
-    return f"${v:.2g}" if 0 < abs(v) < 0.01 else f"${v:,.2f}"
 
 
 def num(v: float | None, fmt: str = ",.0f") -> str:

@@ -25,6 +25,7 @@ from harness.run.budgets import create_end_users
 from harness.run.runfolder import META_FILE, SCENARIO_FILE, new_run_id
 from harness.scenario.model import Scenario, load_scenario
 from harness.stack.base import Endpoints, StackSpec
+from harness.util.fsutil import atomic_write_text
 
 
 @dataclass
@@ -55,9 +56,7 @@ class MetaWriter:
         self.write()
 
     def write(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=2, default=str))
-        tmp.replace(self.path)
+        atomic_write_text(self.path, json.dumps(self.data, indent=2, default=str))
 
 
 def resolve_scenario(path: Path, opts: RunOptions) -> Scenario:

@@ -9,6 +9,11 @@ from typing import Any, Protocol
 from rich.console import Console
 
 
+def replica_name(index: int) -> str:
+    """Replica `index`'s name everywhere: process name, Compose service, log file stem (proxy-0.log)."""
+    return f"proxy-{index}"
+
+
 @dataclass
 class StackSpec:
     """What to bring up. Built from a scenario (`StackSpec.from_scenario`) or from `harness up` options."""

@@ -32,8 +32,9 @@ from rich.console import Console
 from harness.errors import HarnessError, StackError
 from harness.litellm.proxy_config import DEFAULT_BUDGET_ID, dump_config, generate_master_key, render_proxy_config
 from harness.paths import REPO_ROOT, state_root
-from harness.stack.base import Endpoints, StackSpec
+from harness.stack.base import Endpoints, StackSpec, replica_name
 from harness.util import ports
+from harness.util.fsutil import atomic_write_text, write_secret
 
 COMPOSE_DIR = REPO_ROOT / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yml"
@@ -68,10 +69,6 @@ def project_name(stack_name: str) -> str:
     """A Compose project name (lowercase letters, digits, '-', '_'; starts with a letter or digit)."""
     cleaned = re.sub(r"[^a-z0-9_-]+", "-", stack_name.lower()).strip("-_") or "default"
     return f"harness-{cleaned}"
-
-
-def proxy_service(index: int) -> str:
-    return f"proxy-{index}"
 
 
 def docker_socket() -> str:
@@ -165,10 +162,7 @@ def write_env_file(path: Path, env: Mapping[str, str]) -> None:
         if "\n" in value or "'" in value:
             raise HarnessError(f"{key}: value not representable in an env file", "use a path without quotes")
     text = "".join(f"{key}='{value}'\n" for key, value in env.items())
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.chmod(path, 0o600)
+    write_secret(path, text)
 
 
 def load_compose_file(path: Path = COMPOSE_FILE) -> dict[str, Any]:
@@ -181,12 +175,12 @@ def load_compose_file(path: Path = COMPOSE_FILE) -> dict[str, Any]:
 def replicas_override(replicas: int, base: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The override file adding proxy-1 … proxy-(N-1): copies of proxy-0, each with its own host port."""
     base = base if base is not None else load_compose_file()
-    template = base["services"][proxy_service(0)]
+    template = base["services"][replica_name(0)]
     services: dict[str, Any] = {}
     for i in range(1, replicas):
         service = copy.deepcopy(template)
         service["ports"] = [f"127.0.0.1:${{PROXY_{i}_PORT:?set by the harness}}:{PROXY_INNER_PORT}"]
-        services[proxy_service(i)] = service
+        services[replica_name(i)] = service
     return {"services": services}
 
 
@@ -280,9 +274,7 @@ class ComposeStack:
 
     def _save_state(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.state, indent=2))
-        os.replace(tmp, self.state_path)
+        atomic_write_text(self.state_path, json.dumps(self.state, indent=2))
 
     def _read_env(self) -> dict[str, str]:
         if not self.env_path.exists():
@@ -446,7 +438,7 @@ class ComposeStack:
     def _wait_proxy(self, index: int, url: str, deadline_s: float | None = None) -> float:
         """Poll /health/liveliness until 200; fail fast when the container exited."""
         deadline_s = PROXY_START_DEADLINE_S if deadline_s is None else deadline_s
-        service = proxy_service(index)
+        service = replica_name(index)
         start = time.monotonic()
         while True:
             if self._healthy(url):
@@ -482,12 +474,12 @@ class ComposeStack:
     def kill_replica(self, index: int) -> None:
         """SIGKILL the replica's container (restart policy "no": it stays down)."""
         self._require_up()
-        self.container(proxy_service(index)).kill(signal="SIGKILL")
+        self.container(replica_name(index)).kill(signal="SIGKILL")
 
     def restart_replica(self, index: int) -> float:
         """Start the replica's container again (same host port); seconds until healthy."""
         endpoints = self._require_up()
-        container = self.container(proxy_service(index))
+        container = self.container(replica_name(index))
         container.reload()
         if container.status == "running":
             container.kill(signal="SIGKILL")

@@ -23,19 +23,16 @@ from harness.errors import HarnessError, StackError
 from harness.litellm import env as litellm_env
 from harness.litellm.proxy_config import DEFAULT_BUDGET_ID, dump_config, generate_master_key, render_proxy_config
 from harness.paths import state_root
-from harness.stack.base import Endpoints, StackSpec
+from harness.stack.base import Endpoints, StackSpec, replica_name
 from harness.stack.postgres import PostgresServer
 from harness.stack.redis_relay import relay_command
 from harness.stack.redis_server import RedisServer
 from harness.util import ports
+from harness.util.fsutil import write_secret
 from harness.util.procs import ProcessGroup, http_ok, tail, wait_until
 
 SECRETS_FILE = "secrets.json"
 PROXY_START_DEADLINE_S = float(os.environ.get("HARNESS_PROXY_START_DEADLINE_S", "300"))
-
-
-def _proxy_name(index: int) -> str:
-    return f"proxy-{index}"
 
 
 class LocalStack:
@@ -67,9 +64,7 @@ class LocalStack:
 
     def _write_master_key(self, key: str) -> None:
         path = self.state_dir / SECRETS_FILE
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"master_key": key}, fh)
+        write_secret(path, json.dumps({"master_key": key}))
 
     def is_running(self) -> bool:
         return any(self.group.alive(name) for name in self.group.records)
@@ -179,11 +174,11 @@ class LocalStack:
                      proxy_env: dict[str, str]) -> None:
         cmd = [str(env.litellm_bin), "--config", str(config_path), "--host", "127.0.0.1", "--port", str(port),
                "--num_workers", "1", *shlex.split(os.environ.get("HARNESS_PROXY_EXTRA_ARGS", ""))]
-        self.group.start(_proxy_name(index), cmd, log=self.log_dir / f"{_proxy_name(index)}.log", env=proxy_env,
+        self.group.start(replica_name(index), cmd, log=self.log_dir / f"{replica_name(index)}.log", env=proxy_env,
                          port=port)
 
     def _wait_proxy(self, index: int, url: str) -> float:
-        name = _proxy_name(index)
+        name = replica_name(index)
         try:
             return wait_until(lambda: http_ok(f"{url}/health/liveliness", timeout=2), deadline_s=PROXY_START_DEADLINE_S,
                               what=f"LiteLLM replica {index} ({url})", interval=0.5,
@@ -200,7 +195,7 @@ class LocalStack:
         return self.endpoints
 
     def kill_replica(self, index: int) -> None:
-        self.group.kill(_proxy_name(index))
+        self.group.kill(replica_name(index))
 
     def restart_replica(self, index: int) -> float:
         endpoints = self._require_up()
@@ -208,7 +203,7 @@ class LocalStack:
         env = litellm_env.ensure(str(extra["version"]))
         proxy_env = env.proxy_env(endpoints.postgres_dsn)
         proxy_env["LITELLM_MASTER_KEY"] = endpoints.master_key
-        name = _proxy_name(index)
+        name = replica_name(index)
         if self.group.alive(name):
             self.group.kill(name)
         self.group.records.pop(name, None)

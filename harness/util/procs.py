@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 
 from harness.errors import StackError
+from harness.util.fsutil import atomic_write_text
 
 STATE_FILE = "state.json"
 
@@ -58,10 +59,8 @@ class ProcessGroup:
             self.extra = data.get("extra", {})
 
     def save(self) -> None:
-        tmp = self.state_path.with_suffix(".tmp")
         payload = {"processes": [asdict(r) for r in self.records.values()], "extra": self.extra}
-        tmp.write_text(json.dumps(payload, indent=2))
-        os.replace(tmp, self.state_path)
+        atomic_write_text(self.state_path, json.dumps(payload, indent=2))
 
     # -- start / stop -------------------------------------------------------------------------------
     def start(self, name: str, cmd: Sequence[str], *, log: Path, env: Mapping[str, str] | None = None,

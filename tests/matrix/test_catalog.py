@@ -12,6 +12,7 @@ from rich.console import Console
 from harness.errors import HarnessError
 from harness.matrix import catalog
 from harness.matrix.execute import OK, UNINSTALLABLE, CellResult
+from harness.scenario import docs
 from harness.scenario.model import load_scenario
 
 SCEN = """# header
@@ -135,8 +136,8 @@ def test_schema_reference_covers_every_field() -> None:
 
     from harness.scenario.model import Scenario
 
-    text = catalog.schema_markdown()
-    for path, model in catalog._models(Scenario):
+    text = docs.schema_markdown()
+    for path, model in docs._models(Scenario):
         for name in model.model_fields:
             assert f"| `{name}` |" in text, f"{path}.{name} missing"
         assert issubclass(model, BaseModel)
@@ -148,14 +149,14 @@ def test_schema_reference_covers_every_field() -> None:
 def test_every_schema_field_has_a_meaning() -> None:
     from harness.scenario.model import FaultKind, Scenario
 
-    for _, model in catalog._models(Scenario):
-        notes = catalog._comments(model)
+    for _, model in docs._models(Scenario):
+        notes = docs._comments(model)
         for name in model.model_fields:
-            assert notes.get(name) or catalog.FIELD_NOTES.get(f"{model.__name__}.{name}"), \
-                f"{model.__name__}.{name}: add a comment in scenario.py or an entry in catalog.FIELD_NOTES"
+            assert notes.get(name) or docs.FIELD_NOTES.get(f"{model.__name__}.{name}"), \
+                f"{model.__name__}.{name}: add a comment in scenario.py or an entry in docs.FIELD_NOTES"
     import typing
 
-    assert set(catalog.fault_kinds()) == set(typing.get_args(FaultKind))
+    assert set(docs.fault_kinds()) == set(typing.get_args(FaultKind))
 
 
 def test_schema_only_refreshes_sections(tmp_path: Path) -> None:
@@ -169,4 +170,4 @@ def test_schema_only_refreshes_sections(tmp_path: Path) -> None:
 def test_readme_in_repo_schema_is_current() -> None:
     """scenarios/README.md's schema section is what the model generates (refresh: harness catalog --schema-only)."""
     text = Path("scenarios/README.md").read_text()
-    assert (catalog.section(text, "schema") or "").strip() == catalog.schema_markdown().strip()
+    assert (catalog.section(text, "schema") or "").strip() == docs.schema_markdown().strip()
