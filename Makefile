@@ -42,6 +42,7 @@ test-fast: venv
 
 lint: venv
 	$(BIN)/ruff check harness tests benchmarks
+	$(BIN)/mypy
 
 repro: setup
 	$(BIN)/harness run $(SCENARIO) --backend $(BACKEND) $(if $(LITELLM),--litellm $(LITELLM),)

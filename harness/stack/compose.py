@@ -33,6 +33,7 @@ from harness.errors import HarnessError, StackError
 from harness.litellm.proxy_config import DEFAULT_BUDGET_ID, dump_config, generate_master_key, render_proxy_config
 from harness.paths import REPO_ROOT, state_root
 from harness.stack.base import Endpoints, StackSpec, replica_name
+from harness.stack.toxiproxy import ToxiproxyControl
 from harness.util import ports
 from harness.util.fsutil import atomic_write_text, write_secret
 
@@ -49,7 +50,6 @@ LITELLM_IMAGE_TEMPLATE = "ghcr.io/berriai/litellm:{version}"
 # In-network names and ports (the compose file's services)
 MOCK_SERVICE, MOCK_INNER_PORT = "mock", 8000
 TOXIPROXY_SERVICE, TOXIPROXY_REDIS_INNER_PORT = "toxiproxy", 6379
-TOXIPROXY_REDIS_PROXY = "redis"          # the proxy defined in compose/toxiproxy.json
 PROXY_INNER_PORT = 4000
 POSTGRES_USER = POSTGRES_PASSWORD = POSTGRES_DB = "litellm"   # loopback-only, not a secret
 
@@ -587,54 +587,6 @@ class ComposeStack:
             network.remove()
 
 
-class ToxiproxyControl:
-    """Toxiproxy's HTTP API, for the one proxy in front of Redis."""
-
-    def __init__(self, http: httpx.Client, url: str, proxy: str = TOXIPROXY_REDIS_PROXY) -> None:
-        self.http = http
-        self.url = url.rstrip("/")
-        self.proxy = proxy
-
-    def _check(self, resp: httpx.Response, what: str) -> None:
-        if resp.status_code >= 300:
-            raise StackError(f"toxiproxy: {what} failed: HTTP {resp.status_code} {resp.text[:200]}",
-                             "is the toxiproxy container up?")
-
-    def toxics(self) -> list[dict[str, Any]]:
-        resp = self.http.get(f"{self.url}/proxies/{self.proxy}/toxics")
-        self._check(resp, "list toxics")
-        return list(resp.json())
-
-    def clear(self) -> None:
-        for toxic in self.toxics():
-            resp = self.http.delete(f"{self.url}/proxies/{self.proxy}/toxics/{toxic['name']}")
-            self._check(resp, f"remove toxic {toxic['name']}")
-
-    def add(self, toxic_type: str, stream: str, attributes: dict[str, Any]) -> None:
-        body = {"name": f"harness_{toxic_type}_{stream}", "type": toxic_type, "stream": stream, "toxicity": 1.0,
-                "attributes": attributes}
-        resp = self.http.post(f"{self.url}/proxies/{self.proxy}/toxics", json=body)
-        self._check(resp, f"add toxic {body['name']}")
-
-    def set_fault(self, kind: str = "none", **params: Any) -> None:
-        """Replace whatever toxic is active by `kind`: latency | timeout | reset | none."""
-        if kind not in ("none", "latency", "timeout", "reset"):
-            raise HarnessError(f"redis fault kind must be latency, timeout, reset or none (got {kind!r})")
-        direction = str(params.get("direction", "down"))
-        streams = {"down": ["downstream"], "up": ["upstream"], "both": ["downstream", "upstream"]}.get(direction)
-        if streams is None:
-            raise HarnessError(f"redis fault direction must be down, up or both (got {direction!r})")
-        self.clear()
-        for stream in streams if kind != "none" else []:
-            if kind == "latency":
-                self.add("latency", stream, {"latency": int(float(params.get("latency_ms", 0) or 0)),
-                                             "jitter": int(float(params.get("jitter_ms", 0) or 0))})
-            elif kind == "timeout":     # data dropped, connections held open until the toxic goes
-                self.add("timeout", stream, {"timeout": 0})
-            else:                       # TCP RST on every connection
-                self.add("reset_peer", stream, {"timeout": 0})
-
-
 def _exec(container: Any, cmd: list[str], check: bool = True) -> str:
     result = container.exec_run(cmd)
     output = result.output.decode(errors="replace") if isinstance(result.output, bytes) else str(result.output)
@@ -665,5 +617,5 @@ def _hint(stderr: str) -> str:
     return "see the output above; `harness down --backend compose` cleans up"
 
 
-__all__ = ["ComposeStack", "ToxiproxyControl", "effective_model", "interpolate", "litellm_image", "project_name",
+__all__ = ["ComposeStack", "effective_model", "interpolate", "litellm_image", "project_name",
            "render_configs", "replicas_override"]

@@ -28,6 +28,7 @@ from harness.errors import HarnessError, StackError
 from harness.litellm.proxy_config import DEFAULT_BUDGET_ID
 from harness.stack import compose as C
 from harness.stack.base import StackSpec
+from harness.stack.toxiproxy import TOXIPROXY_REDIS_PROXY
 
 SCHEMA = json.loads((C.COMPOSE_DIR / "schema" / "compose-spec.json").read_text())
 MASTER_KEY = "sk-harness-TESTKEY-not-real"
@@ -114,7 +115,7 @@ def test_a_missing_required_variable_is_an_error(tmp_path: Path) -> None:
 
 def test_toxiproxy_sits_in_front_of_redis() -> None:
     proxies = json.loads((C.COMPOSE_DIR / "toxiproxy.json").read_text())
-    assert proxies == [{"name": C.TOXIPROXY_REDIS_PROXY, "listen": f"0.0.0.0:{C.TOXIPROXY_REDIS_INNER_PORT}",
+    assert proxies == [{"name": TOXIPROXY_REDIS_PROXY, "listen": f"0.0.0.0:{C.TOXIPROXY_REDIS_INNER_PORT}",
                         "upstream": "redis:6379", "enabled": True}]
 
 
