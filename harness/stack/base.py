@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from rich.console import Console
 
@@ -82,29 +82,91 @@ class Endpoints:
         return "\n".join(lines)
 
 
+@dataclass
+class StackFacts:
+    """What a running stack knows about itself, for meta.json and the report (never secrets)."""
+
+    redis_version: str | None = None
+    postgres_version: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)      # seconds per start-up step
+    processes: list[dict[str, Any]] = field(default_factory=list)  # name, pid/container, port, rss_mb, alive
+
+
+@runtime_checkable
 class Stack(Protocol):
-    """One backend's handle on a running (or to-be-started) stack."""
+    """The core every backend implements: one named stack, started, described, stopped.
 
-    def up(self, spec: StackSpec, console: Console | None = None) -> Endpoints: ...
+    Optional capabilities are separate protocols (ReplicaControl, RedisControl, RedisFaults, LogSource); callers
+    check them with isinstance() before the load starts, never by probing attributes.
+    """
 
-    def down(self) -> int: ...
+    name: str
+    backend: str
 
+    def up(self, spec: StackSpec, console: Console | None = None) -> Endpoints:
+        """Start everything; raises HarnessError/StackError (after stopping what it started) when it cannot."""
+        ...
+
+    def down(self) -> int:
+        """Stop everything this stack recorded (processes/containers, extra tracked ones); returns how many."""
+        ...
+
+    def is_running(self) -> bool: ...
+
+    def endpoints(self) -> Endpoints | None:
+        """Where the running stack answers (None when it is not up)."""
+        ...
+
+    def facts(self) -> StackFacts: ...
+
+    def track(self, name: str, pid: int) -> None:
+        """Record a process the run started next to the stack (Locust), so `down` stops it too."""
+        ...
+
+    def forget(self) -> None:
+        """Remove the stack's state (after down), so listings no longer show it."""
+        ...
+
+    def status(self) -> str:
+        """A human-readable table of what runs, for `harness status`."""
+        ...
+
+
+@runtime_checkable
+class ReplicaControl(Protocol):
     def kill_replica(self, index: int) -> None:
         """SIGKILL replica `index` (in-flight requests die)."""
+        ...
 
     def restart_replica(self, index: int) -> float:
         """Start replica `index` again; returns seconds until healthy."""
         ...
 
-    def redis_fault(self, kind: str, **params: Any) -> None:
-        """kind: latency (latency_ms, jitter_ms) | timeout | reset | none."""
 
+@runtime_checkable
+class RedisControl(Protocol):
     def restart_redis(self, flush: bool = False) -> float:
         """Stop and start Redis (from its snapshot, or empty with flush=True); returns seconds down."""
         ...
 
     def flush_redis(self) -> None: ...
 
+    def snapshot_redis(self) -> None:
+        """SAVE now: a later restart_redis(flush=False) comes back to this data set."""
+        ...
+
+
+@runtime_checkable
+class RedisFaults(Protocol):
+    """Faults between the proxies and Redis (the local relay, Toxiproxy on Compose)."""
+
+    def redis_fault(self, kind: str, **params: Any) -> None:
+        """Replace the active Redis fault; kinds and params: harness/nemesis (the registry); "none" clears."""
+        ...
+
+
+@runtime_checkable
+class LogSource(Protocol):
     def logs(self) -> dict[str, Path]:
         """Log file of each process, by name (proxy-0, redis, postgres, mock, ...)."""
         ...
