@@ -17,7 +17,7 @@ def abort_with_rst(transport: asyncio.BaseTransport | None) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         except OSError:
             pass
-    if isinstance(transport, asyncio.WriteTransport):   # aiohttp/asyncio stream transports are
+    if isinstance(transport, asyncio.WriteTransport):   # TCP stream transports: abort() drops unsent data
         transport.abort()
     else:
         transport.close()
