@@ -52,6 +52,8 @@ class Window(Protocol):
     """What the registry reads of a scenario fault window (harness.scenario.model.FaultWindow)."""
 
     kind: str
+    at_s: float
+    duration_s: float
     target: int | str | None
     params: dict[str, Any]
 

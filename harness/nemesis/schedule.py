@@ -1,21 +1,19 @@
 """The nemesis: the scenario's fault windows on a schedule relative to the load start, each recorded in faults.csv.
 
-Every window runs in its own thread (a replica restart that waits ~25 s for health must not delay the next
-window): wait until `at_s`, start the fault, wait `duration_s`, end it. Windows of one-shot kinds
-(`restart_redis`, `flush_redis`) do their action at `at_s`; their end event is written when it completed.
-Windowed kinds with `duration_s: 0` stay on until `stop()`. `stop()` ends open windows (their end event says so)
-and skips windows that have not started. A failing action is recorded in the `note` column and never raises.
+It only schedules and records; what a kind does comes from the registry (harness/nemesis/registry.py, kinds
+in harness/nemesis/kinds/). Every window runs in its own thread (a replica restart that waits ~25 s for health
+must not delay the next window): wait until `at_s`, start the fault, wait `duration_s`, end it. Windows of
+one-shot kinds (`spec.one_shot`: restart_redis, flush_redis, snapshot_redis) do their action at `at_s`; their
+end event is written when it completed. Windowed kinds with `duration_s: 0` stay on until `stop()`. `stop()`
+ends open windows (their end event says so), skips windows that have not started, and calls each kind's
+`final_reset` once (the Redis link faults: `redis_fault("none")`).
 
-Kinds and what they call:
+A failing action never raises: it is recorded in the `note` column ("error: ...") and in `errors`, a list of
+{"window": index, "kind": name, "phase": "start"|"end"|"stop", "error": "<Type>: <message>"} (window None
+and kind "" for the stop-time reset) that the runner writes into meta.json as `nemesis_errors`.
 
-- mock_*: the mock's run-time faults through MockControl (`mock_patch` maps a window to the mock's config
-  keys); the end restores the previous settings of the same fault keys (overlapping mock windows of different
-  kinds do not undo each other).
-- redis_latency / redis_timeout / redis_reset: `stack.redis_fault("latency"|"timeout"|"reset", ...)`, end:
-  `stack.redis_fault("none")` (and once more at `stop()` if any Redis window ran).
-- kill_replica: `stack.kill_replica(i)`, end: `stack.restart_replica(i)` (seconds until healthy in the note).
-- restart_redis: `stack.restart_redis(flush=params.flush)`; flush_redis: `stack.flush_redis()`;
-  snapshot_redis: `stack.snapshot_redis()` (SAVE: a later restart_redis without flush comes back to it).
+The windows come from a validated scenario (their kinds are registered, their params parse); check the stack's
+capabilities with `registry.check_capabilities` before anything starts.
 """
 
 from __future__ import annotations
@@ -26,74 +24,25 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+from harness.nemesis.registry import FaultKindSpec, FaultParams, FaultRun, MockFaults, Window, fault_kind
 from harness.run.runfolder import FAULTS_COLUMNS, FAULTS_FILE, CsvAppender
 
 log = logging.getLogger(__name__)
 
-ONE_SHOT = frozenset({"restart_redis", "flush_redis", "snapshot_redis"})
-REDIS_KINDS = {"redis_latency": "latency", "redis_timeout": "timeout", "redis_reset": "reset"}
-REDIS_PARAMS = ("latency_ms", "jitter_ms", "direction")
-MOCK_ERROR_KINDS = {429: "rate_limit", 500: "error_500", 503: "error_503"}
 
-
-class MockFaults(Protocol):
-    def set_faults(self, patch: dict[str, Any]) -> dict[str, Any]: ...
-
-    def get_faults(self) -> dict[str, Any]: ...
-
-
-def mock_patch(kind: str, params: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """A scenario mock_* window -> the mock's fault patch ({fault key: {p, param...}}), in one place.
-
-    The mock's keys (harness/mockllm/config.py): rate_limit, error_500, error_503, hang, reset, stream_cut,
-    malformed_json, malformed_sse (exclusive; at most one per request) and latency, slow_first_token.
-    `probability` defaults to 1.
-    """
-    p = float(params.get("probability", 1.0))
-    if kind == "mock_error":
-        status = int(params.get("status", 500))
-        if status not in MOCK_ERROR_KINDS:
-            raise ValueError(f"mock_error: status must be one of {sorted(MOCK_ERROR_KINDS)}, got {status}")
-        spec: dict[str, float] = {"p": p}
-        if status == 429 and "retry_after_s" in params:
-            spec["retry_after_s"] = float(params["retry_after_s"])
-        return {MOCK_ERROR_KINDS[status]: spec}
-    if kind == "mock_latency":
-        return {"latency": {"p": p, "fixed_s": float(params.get("latency_s", 1.0)),
-                            "jitter_s": float(params.get("jitter_s", 0.0))}}
-    if kind == "mock_hang":
-        return {"hang": {"p": p}}
-    if kind == "mock_reset":
-        return {"reset": {"p": p}}
-    if kind == "mock_stream_cut":
-        return {"stream_cut": {"p": p, "after_chunks": float(params.get("after_chunks", 1))}}
-    if kind == "mock_malformed":
-        which = params.get("kind", "json")
-        if which not in ("json", "sse"):
-            raise ValueError(f"mock_malformed: kind must be json or sse, got {which!r}")
-        spec = {"p": p}
-        if "after_chunks" in params:
-            spec["after_chunks"] = float(params["after_chunks"])
-        return {f"malformed_{which}": spec}
-    if kind == "mock_slow_first_token":
-        return {"slow_first_token": {"p": p, "delay_s": float(params.get("delay_s", 2.0))}}
-    raise ValueError(f"not a mock fault kind: {kind}")
-
-
-def _target(window: Any) -> str:
-    if window.kind == "kill_replica":
-        return str(window.target)
-    if window.kind.startswith("mock_"):
-        return "mock"
-    return "redis"
+def _noting(action: Callable[[Any], None], stack: Any) -> Callable[[], str]:
+    def run() -> str:
+        action(stack)
+        return ""
+    return run
 
 
 class Nemesis:
     """Runs `faults` (scenario FaultWindow list) against `stack`; start(t0) with t0 = load start (epoch s)."""
 
-    def __init__(self, faults: Sequence[Any], stack: Any, endpoints: Any, run_dir: Path,
+    def __init__(self, faults: Sequence[Window], stack: Any, endpoints: Any, run_dir: Path,
                  mock_control: MockFaults | None = None, clock: Callable[[], float] = time.time) -> None:
         self.faults = list(faults)
         self.stack = stack
@@ -106,29 +55,40 @@ class Nemesis:
         self._out: CsvAppender | None = None
         self._out_lock = threading.Lock()
         self._mock_lock = threading.Lock()
-        self._redis_used = False
-        self.errors: list[str] = []
+        self._ran: set[type[FaultParams]] = set()
+        self._errors_lock = threading.Lock()
+        self.errors: list[dict[str, Any]] = []
+        self._specs: list[tuple[FaultKindSpec, FaultParams]] = []
+        for index, window in enumerate(self.faults):
+            spec = fault_kind(window.kind)
+            if spec is None:
+                raise ValueError(f"faults.{index}: unknown fault kind {window.kind!r} (load the scenario first)")
+            self._specs.append((spec, spec.parse(window.params)))
 
     # -- recording ----------------------------------------------------------------------------------
-    def _record(self, t: float, event: str, index: int, window: Any, note: str) -> None:
+    def _record(self, t: float, event: str, index: int, note: str) -> None:
+        window, (spec, _) = self.faults[index], self._specs[index]
         with self._out_lock:
             if self._out is None:
                 self._out = CsvAppender(self.run_dir / FAULTS_FILE, FAULTS_COLUMNS, flush_s=0.0)
             out = self._out
-        out.append({"t": t, "event": event, "window": index, "kind": window.kind, "target": _target(window),
+        out.append({"t": t, "event": event, "window": index, "kind": window.kind, "target": spec.target(window),
                     "params": json.dumps(window.params, sort_keys=True), "note": note})
         out.flush()
 
-    def _guarded(self, what: str, action: Callable[[], str]) -> str:
+    def _guarded(self, index: int | None, phase: str, action: Callable[[], str]) -> str:
+        """Run a kind's action; an exception becomes the returned note and an entry of `errors`."""
         try:
             return action()
         except Exception as exc:  # noqa: BLE001 - a failing fault is recorded, never fatal to the run
-            msg = f"error: {what}: {type(exc).__name__}: {exc}"
-            self.errors.append(msg)
-            log.warning("nemesis %s", msg)
-            return msg
+            kind = self.faults[index].kind if index is not None else ""
+            error = f"{type(exc).__name__}: {exc}"
+            with self._errors_lock:
+                self.errors.append({"window": index, "kind": kind, "phase": phase, "error": error})
+            log.warning("nemesis window %s %s %s: %s", index, kind, phase, error)
+            return f"error: {kind or 'nemesis'} {phase}: {error}"
 
-    # -- actions ------------------------------------------------------------------------------------
+    # -- the kinds' context ---------------------------------------------------------------------------
     def _mock_control(self) -> MockFaults:
         if self._mock is None:
             from harness.mockllm import MockControl
@@ -136,52 +96,8 @@ class Nemesis:
             self._mock = MockControl(self.endpoints.mock_url)
         return self._mock
 
-    def _start(self, window: Any, state: dict[str, Any]) -> str:
-        kind, params = window.kind, dict(window.params)
-        if kind.startswith("mock_"):
-            patch = mock_patch(kind, params)
-            with self._mock_lock:
-                ctl = self._mock_control()
-                current = ctl.get_faults().get("faults", {})
-                state["restore"] = {key: dict(current[key]) for key in patch if key in current}
-                ctl.set_faults(patch)
-            return f"mock faults set: {json.dumps(patch, sort_keys=True)}"
-        if kind in REDIS_KINDS:
-            self._redis_used = True
-            relay_params = {k: params[k] for k in REDIS_PARAMS if k in params}
-            self.stack.redis_fault(REDIS_KINDS[kind], **relay_params)
-            extra = f" {relay_params}" if relay_params else ""
-            return f"redis fault {REDIS_KINDS[kind]}{extra} on"
-        if kind == "kill_replica":
-            self.stack.kill_replica(int(window.target))
-            return f"replica {window.target} killed (SIGKILL)"
-        if kind == "restart_redis":
-            down = self.stack.restart_redis(flush=bool(params.get("flush", False)))
-            return f"redis restarted (flush={bool(params.get('flush', False))}), down {float(down):.1f} s"
-        if kind == "flush_redis":
-            self.stack.flush_redis()
-            return "redis flushed (FLUSHALL)"
-        if kind == "snapshot_redis":
-            self.stack.snapshot_redis()
-            return "redis snapshot saved (SAVE)"
-        raise ValueError(f"unknown fault kind {kind!r}")
-
-    def _end(self, window: Any, state: dict[str, Any]) -> str:
-        kind = window.kind
-        if kind.startswith("mock_"):
-            restore = state.get("restore")
-            if restore is None:
-                return "nothing to restore (the start failed)"
-            with self._mock_lock:
-                self._mock_control().set_faults(restore)
-            return f"mock faults restored: {json.dumps(restore, sort_keys=True)}"
-        if kind in REDIS_KINDS:
-            self.stack.redis_fault("none")
-            return "redis fault cleared"
-        if kind == "kill_replica":
-            healthy = self.stack.restart_replica(int(window.target))
-            return f"replica {window.target} restarted, healthy after {float(healthy):.1f} s"
-        return ""
+    def _run_context(self, window: Window) -> FaultRun:
+        return FaultRun(stack=self.stack, target=window.target, mock=self._mock_control, mock_lock=self._mock_lock)
 
     # -- scheduling ---------------------------------------------------------------------------------
     def _wait_until(self, t: float) -> bool:
@@ -193,34 +109,37 @@ class Nemesis:
             if self._stop.wait(min(left, 0.5)):
                 return False
 
-    def _run_window(self, index: int, window: Any, t0: float) -> None:
+    def _run_window(self, index: int, t0: float) -> None:
+        window, (spec, params) = self.faults[index], self._specs[index]
         if not self._wait_until(t0 + window.at_s):
             return
-        state: dict[str, Any] = {}
+        run = self._run_context(window)
+        self._ran.add(type(params))
         t_start = self._clock()
-        if window.kind in ONE_SHOT:
-            self._record(t_start, "start", index, window, "begin")
-            note = self._guarded(f"{window.kind} start", lambda: self._start(window, state))
-            self._record(self._clock(), "end", index, window, note)
+        if spec.one_shot:
+            self._record(t_start, "start", index, "begin")
+            note = self._guarded(index, "start", lambda: params.start(run))
+            self._record(self._clock(), "end", index, note)
             return
-        note = self._guarded(f"{window.kind} start", lambda: self._start(window, state))
-        self._record(t_start, "start", index, window, note)
-        if window.duration_s > 0:
-            stopped = not self._wait_until(t_start + window.duration_s)
+        note = self._guarded(index, "start", lambda: params.start(run))
+        self._record(t_start, "start", index, note)
+        duration = window.duration_s
+        if duration > 0:
+            stopped = not self._wait_until(t_start + duration)
         else:
             self._stop.wait()          # open until stop()
             stopped = True
         t_end = self._clock()
-        note = self._guarded(f"{window.kind} end", lambda: self._end(window, state))
+        note = self._guarded(index, "end", lambda: params.end(run))
         if stopped:
             note = f"ended by stop(); {note}" if note else "ended by stop()"
-        self._record(t_end, "end", index, window, note)
+        self._record(t_end, "end", index, note)
 
     def start(self, t0: float) -> None:
         """Schedule every window relative to t0 (epoch seconds of the load start)."""
         self._stop.clear()
         for index, window in enumerate(self.faults):
-            thread = threading.Thread(target=self._run_window, args=(index, window, t0),
+            thread = threading.Thread(target=self._run_window, args=(index, t0),
                                       name=f"nemesis-{index}-{window.kind}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -232,8 +151,8 @@ class Nemesis:
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
         self._threads = [t for t in self._threads if t.is_alive()]
-        if self._redis_used:
-            self._guarded("redis fault reset", lambda: (self.stack.redis_fault("none"), "")[1])
+        for reset in {kind.final_reset for kind in self._ran}:
+            self._guarded(None, "stop", _noting(reset, self.stack))
         with self._out_lock:
             if self._out is not None:
                 self._out.close()

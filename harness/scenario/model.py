@@ -1,7 +1,10 @@
 """The scenario schema: one YAML file describes one experiment (stack, budgets, load, faults, checks).
 
-Loading a malformed file raises HarnessError with the file, the field path and what is wrong in one line.
-The schema reference lives in scenarios/README.md.
+Loading a malformed file raises HarnessError with the file, the field path and what is wrong in one line;
+that includes each fault window's params, validated against its kind's params model (harness/nemesis/registry.py)
+(e.g. `faults.0.params.jiter_ms: Extra inputs are not permitted`) and an unknown kind (the known ones listed).
+Every field carries its meaning as `Field(description=...)`: the schema reference in scenarios/README.md is
+generated from them (harness/scenario/docs.py).
 """
 
 from __future__ import annotations
@@ -10,29 +13,20 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from harness.errors import HarnessError
-
-FaultKind = Literal[
-    # the mock LLM (its control endpoint)
-    "mock_error",        # params: status (429|500|503), probability
-    "mock_latency",      # params: latency_s, jitter_s, probability
-    "mock_hang",         # params: probability
-    "mock_reset",        # connection reset before the response; params: probability
-    "mock_stream_cut",   # params: after_chunks, probability
-    "mock_malformed",    # params: kind (json|sse), probability
-    "mock_slow_first_token",  # params: delay_s
-    # Redis, between the proxies and Redis (fault-injecting relay / Toxiproxy)
-    "redis_latency",     # params: latency_ms, jitter_ms
-    "redis_timeout",     # connections accepted, nothing forwarded
-    "redis_reset",       # connections reset
-    "restart_redis",     # stop + start Redis (params: flush: bool — start empty instead of from its dump)
-    "flush_redis",       # FLUSHALL
-    "snapshot_redis",    # SAVE now: a later restart_redis (flush: false) comes back to this (old) data set
-    # proxies
-    "kill_replica",      # SIGKILL replica `target` (int), restart it at the end of the window
-]
+from harness.nemesis.registry import fault_kind, known_kinds
 
 
 class Strict(BaseModel):
@@ -40,26 +34,30 @@ class Strict(BaseModel):
 
 
 class Pricing(Strict):
-    input_cost_per_token: Annotated[float, Field(ge=0)] = 0.000001
-    output_cost_per_token: Annotated[float, Field(ge=0)] = 0.00001
-    # model_info.max_output_tokens of the mock model (caps LiteLLM's reservation estimate); None = not set
-    max_output_tokens: Annotated[int | None, Field(gt=0)] = None
+    input_cost_per_token: float = Field(default=0.000001, ge=0, description="$ per prompt token")
+    output_cost_per_token: float = Field(default=0.00001, ge=0, description="$ per completion token (× 16384 when no "
+                                                                            "max_tokens is sent)")
+    max_output_tokens: int | None = Field(
+        default=None, gt=0, description="model_info.max_output_tokens of the mock model (caps LiteLLM's "
+                                        "reservation estimate); null: not set")
 
 
 class Budget(Strict):
-    default_max_budget: Annotated[float | None, Field(gt=0)] = 50.0  # None: no default end-user budget
-    per_user: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
-    # create every end user with /customer/new before the load (a new end user has no budget until its
-    # DB row exists)
-    create_end_users: bool = True
+    default_max_budget: float | None = Field(default=50.0, gt=0, description="the default end-user budget ($); null: "
+                                                                             "no default end-user budget")
+    per_user: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict, description="end user id → its own max budget ($), created with /customer/new")
+    create_end_users: bool = Field(default=True, description="create every end user with /customer/new before the load "
+                                                             "(a new end user has no budget until its DB row exists)")
 
 
 class EndUsers(Strict):
-    count: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
-    prefix: str = "eu-"
-    pick: Literal["uniform", "hot_set"] = "uniform"
-    hot_fraction: Annotated[float, Field(gt=0, le=1)] = 0.05   # share of ids in the hot set
-    hot_share: Annotated[float, Field(ge=0, le=1)] = 0.8       # share of requests that go to the hot set
+    count: int = Field(default=1000, ge=1, le=1_000_000, description="how many end-user ids")
+    prefix: str = Field(default="eu-", description="ids are `<prefix><zero-padded index>`")
+    pick: Literal["uniform", "hot_set"] = Field(default="uniform", description="uniform over all ids, or a hot set "
+                                                                               "getting `hot_share` of the requests")
+    hot_fraction: float = Field(default=0.05, gt=0, le=1, description="share of ids in the hot set")
+    hot_share: float = Field(default=0.8, ge=0, le=1, description="share of requests that go to the hot set")
 
     def ids(self) -> list[str]:
         width = max(4, len(str(self.count - 1)))
@@ -67,18 +65,19 @@ class EndUsers(Strict):
 
 
 class Stage(Strict):
-    duration_s: Annotated[float, Field(gt=0)]
-    users: Annotated[int, Field(ge=0)]
-    spawn_rate: Annotated[float, Field(gt=0)] = 50.0
+    duration_s: float = Field(gt=0, description="seconds of this stage")
+    users: int = Field(ge=0, description="Locust users during the stage (0: a pause)")
+    spawn_rate: float = Field(default=50.0, gt=0, description="users started per second")
 
 
 class Load(Strict):
-    users: Annotated[int, Field(ge=1)] = 50               # concurrent Locust users
-    spawn_rate: Annotated[float, Field(gt=0)] = 50.0
-    duration_s: Annotated[float, Field(gt=0)] = 60.0
-    stages: list[Stage] = Field(default_factory=list)     # a staged shape instead of users/duration
-    wait_s: tuple[float, float] = (0.0, 0.2)              # think time between requests of one Locust user
-    processes: Annotated[int, Field(ge=1)] = 1            # Locust worker processes
+    users: int = Field(default=50, ge=1, description="concurrent Locust users")
+    spawn_rate: float = Field(default=50.0, gt=0, description="users started per second")
+    duration_s: float = Field(default=60.0, gt=0, description="seconds of load (ignored when `stages` is set)")
+    stages: list[Stage] = Field(default_factory=list, description="a staged shape instead of users/duration")
+    wait_s: tuple[float, float] = Field(default=(0.0, 0.2), description="think time between requests of one Locust "
+                                                                        "user, [min, max] seconds")
+    processes: int = Field(default=1, ge=1, description="Locust worker processes")
 
     @field_validator("wait_s")
     @classmethod
@@ -92,10 +91,16 @@ class Load(Strict):
         return sum(s.duration_s for s in self.stages) if self.stages else self.duration_s
 
 
+def _default_choices() -> list[int | None]:
+    return [256]
+
+
 class MaxTokens(Strict):
-    # None in `choices` means: send no max_tokens (LiteLLM then reserves for 16384 output tokens)
-    choices: list[Annotated[int, Field(gt=0)] | None] = Field(default_factory=lambda: [256])
-    weights: list[Annotated[float, Field(ge=0)]] | None = None
+    choices: list[Annotated[int, Field(gt=0)] | None] = Field(
+        default_factory=_default_choices, description="max_tokens values to pick from; null in the list: send no "
+                                                       "max_tokens (LiteLLM then reserves for 16384 output tokens)")
+    weights: list[Annotated[float, Field(ge=0)]] | None = Field(default=None, description="relative weights of "
+                                                                                          "`choices`; null: equal")
 
     @model_validator(mode="after")
     def _weights_match(self) -> MaxTokens:
@@ -107,34 +112,43 @@ class MaxTokens(Strict):
 
 
 class Retries(Strict):
-    max: Annotated[int, Field(ge=0, le=10)] = 0
-    on_status: list[int] = Field(default_factory=lambda: [429, 500, 502, 503])
-    backoff_s: Annotated[float, Field(ge=0)] = 0.5
+    max: int = Field(default=0, ge=0, le=10, description="retries of a failed request")
+    on_status: list[int] = Field(default_factory=lambda: [429, 500, 502, 503],
+                                 description="HTTP statuses that are retried")
+    backoff_s: float = Field(default=0.5, ge=0, description="first backoff, doubled per retry")
 
 
 class FirstRequests(Strict):
     """The first `count` requests of every Locust user, planned apart from the mix (e.g. the minimal case: one
     streaming request with no max_tokens that the client cuts, then ordinary requests)."""
 
-    count: Annotated[int, Field(ge=0)] = 0
-    stream: bool = True
-    # None: send no max_tokens (LiteLLM then reserves for 16384 output tokens)
-    max_tokens: Annotated[int | None, Field(gt=0)] = None
-    # walk away after this many content chunks (0: as soon as the response headers are in); None: read to the end
-    disconnect_after_chunks: Annotated[int | None, Field(ge=0)] = 1
+    count: int = Field(default=0, ge=0, description="how many of each Locust user's first requests (0: off)")
+    stream: bool = Field(default=True, description="whether they stream")
+    max_tokens: int | None = Field(default=None, gt=0, description="null: send no max_tokens (LiteLLM then "
+                                                                   "reserves for 16384 output tokens)")
+    disconnect_after_chunks: int | None = Field(default=1, ge=0, description="walk away after this many content chunks "
+                                                                             "(0: as soon as the response headers are "
+                                                                             "in); null: read to the end")
 
 
 class Mix(Strict):
-    stream_share: Annotated[float, Field(ge=0, le=1)] = 0.8
-    disconnect_share: Annotated[float, Field(ge=0, le=1)] = 0.2    # of streaming requests
-    disconnect_after_chunks: tuple[int, int] = (1, 1)              # walk away after k chunks, k in [a, b]
-    # walk away before the first chunk arrives, after this many seconds (slow-first-token case); None = off
-    disconnect_before_first_chunk_s: Annotated[float | None, Field(gt=0)] = None
-    client_timeout_s: Annotated[float, Field(gt=0)] = 30.0
-    max_tokens: MaxTokens = Field(default_factory=MaxTokens)
-    prompt_chars: tuple[int, int] = (40, 400)
-    retries: Retries = Field(default_factory=Retries)
-    first_requests: FirstRequests = Field(default_factory=FirstRequests)
+    stream_share: float = Field(default=0.8, ge=0, le=1, description="share of requests that stream")
+    disconnect_share: float = Field(default=0.2, ge=0, le=1, description="share of streaming requests whose client "
+                                                                         "walks away")
+    disconnect_after_chunks: tuple[int, int] = Field(default=(1, 1), description="walk away after k chunks, k in "
+                                                                                 "[a, b]")
+    disconnect_before_first_chunk_s: float | None = Field(default=
+        None, gt=0, description="walk away before the first chunk arrives, after this many seconds "
+                                "(slow-first-token case); null: off")
+    client_timeout_s: float = Field(default=30.0, gt=0, description="the client gives up after this long "
+                                                                    "(recorded as a timeout)")
+    max_tokens: MaxTokens = Field(default_factory=MaxTokens, description="max_tokens each request sends")
+    prompt_chars: tuple[int, int] = Field(default=(40, 400), description="prompt length range in characters (~4 per "
+                                                                         "token)")
+    retries: Retries = Field(default_factory=Retries, description="client retries")
+    first_requests: FirstRequests = Field(default_factory=FirstRequests, description="the first requests of "
+                                                                                     "each Locust user, planned "
+                                                                                     "apart from the mix")
 
     @field_validator("disconnect_after_chunks", "prompt_chars")
     @classmethod
@@ -145,69 +159,120 @@ class Mix(Strict):
 
 
 class MockSettings(Strict):
-    chunks: Annotated[int, Field(ge=1)] = 20
-    chunk_delay_s: Annotated[float, Field(ge=0)] = 0.05
-    first_token_delay_s: Annotated[float, Field(ge=0)] = 0.0
-    default_completion_tokens: Annotated[int, Field(ge=1)] = 200
-    faults: dict[str, Any] = Field(default_factory=dict)   # the mock's fault config at start
+    chunks: int = Field(default=20, ge=1, description="content chunks per streamed answer")
+    chunk_delay_s: float = Field(default=0.05, ge=0, description="delay between chunks")
+    first_token_delay_s: float = Field(default=0.0, ge=0, description="delay before the first chunk of every stream "
+                                                                      "(slow model)")
+    default_completion_tokens: int = Field(default=200, ge=1, description="completion tokens when the request sends no "
+                                                                          "max_tokens")
+    faults: dict[str, Any] = Field(default_factory=dict, description="the mock's fault config at start "
+                                                                     "(harness/mockllm/config.py)")
+
+
+def _kind_known(kind: str) -> str:
+    if fault_kind(kind) is None:
+        raise PydanticCustomError("fault_kind", "unknown fault kind '{kind}'; known: {known}",
+                                  {"kind": kind, "known": ", ".join(known_kinds())})
+    return kind
 
 
 class FaultWindow(Strict):
-    kind: FaultKind
-    at_s: Annotated[float, Field(ge=0)]                     # seconds after the load starts
-    duration_s: Annotated[float, Field(ge=0)] = 0.0         # 0: a one-shot action (flush, restart)
-    target: int | str | None = None                        # replica index for kill_replica
-    params: dict[str, Any] = Field(default_factory=dict)
+    kind: Annotated[str, AfterValidator(_kind_known)] = Field(
+        description="what fails: one of the fault kinds below (harness/nemesis/kinds/)")
+    at_s: float = Field(ge=0, description="seconds after the load starts")
+    duration_s: float = Field(default=0.0, ge=0, description="seconds the fault stays on; 0: until the load ends (a "
+                                                             "one-shot kind ignores it)")
+    target: int | str | None = Field(default=None, description="replica index for kill_replica")
+    params: dict[str, Any] = Field(default_factory=dict, description="the kind's params (see the fault kinds "
+                                                                     "below); unknown keys are refused")
+
+    @field_validator("params")
+    @classmethod
+    def _params_fit_the_kind(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        spec = fault_kind(info.data.get("kind", ""))
+        if spec is not None:
+            spec.parse(params)   # a ValidationError here is reported at faults.<i>.params.<field>
+        return params
 
 
 class LiteLLMSettings(Strict):
-    disable_budget_reservation: bool | None = None   # general_settings (1.89.1+)
-    use_redis_transaction_buffer: bool = True        # general_settings
-    namespace: str | None = None                     # litellm_settings.cache_params.namespace
-    proxy_batch_write_at: Annotated[int | None, Field(gt=0)] = None  # general_settings (s)
-    # anything else, merged verbatim into the rendered config: {"general_settings": {...}, ...}
-    extra: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    disable_budget_reservation: bool | None = Field(default=None, description="general_settings (1.89.1+); null: not "
+                                                                              "set")
+    use_redis_transaction_buffer: bool = Field(default=True, description="general_settings")
+    namespace: str | None = Field(default=None, description="litellm_settings.cache_params.namespace")
+    proxy_batch_write_at: int | None = Field(default=None, gt=0, description="general_settings (seconds)")
+    extra: dict[str, dict[str, Any]] = Field(default_factory=dict, description="anything else, merged verbatim "
+                                                                               "into the rendered config: "
+                                                                               '{"general_settings": {...}, ...}')
 
 
 class Sampling(Strict):
-    interval_s: Annotated[float, Field(gt=0)] = 1.0
+    interval_s: float = Field(default=1.0, gt=0, description="seconds between samples")
+
+
+Expectation = Literal["reproduced", "clean"]
+Check = Literal["phantom", "leak", "deflation"]
+
+
+def _default_checks() -> list[Check]:
+    return ["phantom", "leak"]
 
 
 class Scenario(Strict):
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
-    description: str = ""
-    issue: str | None = None                          # upstream issue(s) this scenario shows
-    expect: Literal["reproduced", "clean"]
-    # per-version expectations override `expect`, e.g. {"1.108.7": "clean"}
-    expect_by_version: dict[str, Literal["reproduced", "clean"]] = Field(default_factory=dict)
-    # the versions `harness catalog` runs this scenario on; empty: just `litellm`
-    versions: list[str] = Field(default_factory=list)
-    # what counts as the bug (REPRODUCED): phantom rejections, leaked reservations after the drain, and (opt-in)
-    # deflation — a counter below the true spend after the drain (e.g. Redis restarted from an old snapshot)
-    checks: list[Literal["phantom", "leak", "deflation"]] = Field(default_factory=lambda: ["phantom", "leak"])
-    backend: Literal["local", "compose", "external"] = "local"
-    litellm: str = "1.84.0"
-    replicas: Annotated[int, Field(ge=1, le=32)] = 2
-    model: str = "mock-gpt"
-    litellm_settings: LiteLLMSettings = Field(default_factory=LiteLLMSettings)
-    pricing: Pricing = Field(default_factory=Pricing)
-    budget: Budget = Field(default_factory=Budget)
-    end_users: EndUsers = Field(default_factory=EndUsers)
-    load: Load = Field(default_factory=Load)
-    mix: Mix = Field(default_factory=Mix)
-    mock: MockSettings = Field(default_factory=MockSettings)
-    faults: list[FaultWindow] = Field(default_factory=list)
-    sampling: Sampling = Field(default_factory=Sampling)
-    drain_s: Annotated[float, Field(ge=0, le=55)] = 25.0    # under the 60 s counter TTL
-    seed: int = 42
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="run ids and the report use it")
+    description: str = Field(default="", description="one line for the report and the catalog list")
+    issue: str | None = Field(default=None, description="upstream issue(s) this scenario shows")
+    expect: Expectation = Field(description="the outcome expected on every version not in `expect_by_version`")
+    expect_by_version: dict[str, Expectation] = Field(
+        default_factory=dict, description='per-version expectations that override `expect`, e.g. '
+                                          '{"1.108.7": "clean"}')
+    versions: list[str] = Field(default_factory=list, description="the versions `harness catalog` runs this "
+                                                                  "scenario on; empty: just `litellm`")
+    checks: list[Check] = Field(
+        default_factory=_default_checks,
+        description="what counts as the bug (REPRODUCED): phantom rejections, leaked reservations after the "
+                    "drain, and (opt-in) deflation — a counter below the true spend after the drain (e.g. "
+                    "Redis restarted from an old snapshot)")
+    backend: Literal["local", "compose", "external"] = Field(default="local", description="where the stack runs "
+                                                                                          "(`harness run --backend` "
+                                                                                          "overrides)")
+    litellm: str = Field(default="1.84.0", description="the LiteLLM version `harness run` uses (`--litellm` overrides)")
+    replicas: int = Field(default=2, ge=1, le=32, description="LiteLLM proxy processes; requests go round-robin over "
+                                                              "them")
+    model: str = Field(default="mock-gpt", description="the model name clients send (the mock serves it)")
+    litellm_settings: LiteLLMSettings = Field(default_factory=LiteLLMSettings, description="proxy config "
+                                                                                           "settings")
+    pricing: Pricing = Field(default_factory=Pricing, description="the mock model's prices (they size "
+                                                                  "LiteLLM's reservations)")
+    budget: Budget = Field(default_factory=Budget, description="end-user budgets")
+    end_users: EndUsers = Field(default_factory=EndUsers, description="the end-user ids the load sends (header "
+                                                                      "`x-litellm-end-user-id` and body `user`)")
+    load: Load = Field(default_factory=Load, description="the Locust load shape")
+    mix: Mix = Field(default_factory=Mix, description="what each request looks like and how its client behaves")
+    mock: MockSettings = Field(default_factory=MockSettings, description="the mock upstream's answers")
+    faults: list[FaultWindow] = Field(default_factory=list, description="fault windows (the nemesis), relative "
+                                                                        "to the load start")
+    sampling: Sampling = Field(default_factory=Sampling, description="the Redis-counter / DB-spend sampler")
+    drain_s: float = Field(default=25.0, ge=0, le=55, description="seconds of sampling after the load ends (under the "
+                                                                  "60 s counter TTL)")
+    seed: int = Field(default=42, description="seeds the load's random choices")
 
-    @model_validator(mode="after")
-    def _check_faults(self) -> Scenario:
-        for i, window in enumerate(self.faults):
-            bad_target = not isinstance(window.target, int) or not 0 <= window.target < self.replicas
-            if window.kind == "kill_replica" and bad_target:
-                raise ValueError(f"faults.{i}.target: kill_replica needs a replica index 0..{self.replicas - 1}")
-        return self
+    @field_validator("faults")
+    @classmethod
+    def _targets_exist(cls, faults: list[FaultWindow], info: ValidationInfo) -> list[FaultWindow]:
+        replicas = info.data.get("replicas")
+        if replicas is None:     # replicas itself was invalid: reported on its own
+            return faults
+        for i, window in enumerate(faults):
+            spec = fault_kind(window.kind)
+            bad_target = not isinstance(window.target, int) or not 0 <= window.target < replicas
+            if spec is not None and spec.on == "replica" and bad_target:
+                # a ValidationError raised here is reported at faults.<i>.target
+                raise ValidationError.from_exception_data("FaultWindow", [{
+                    "type": PydanticCustomError("replica_target", "{kind} needs a replica index 0..{last}",
+                                                {"kind": window.kind, "last": replicas - 1}),
+                    "loc": (i, "target"), "input": window.target}])
+        return faults
 
     def expectation_for(self, version: str) -> str:
         return self.expect_by_version.get(version, self.expect)

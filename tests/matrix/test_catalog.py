@@ -12,7 +12,6 @@ from rich.console import Console
 from harness.errors import HarnessError
 from harness.matrix import catalog
 from harness.matrix.execute import OK, UNINSTALLABLE, CellResult
-from harness.scenario import docs
 from harness.scenario.model import load_scenario
 
 SCEN = """# header
@@ -131,43 +130,9 @@ def test_table_round_trip_escapes_pipes() -> None:
     assert catalog.parse_table(catalog.render_table(rows)) == rows
 
 
-def test_schema_reference_covers_every_field() -> None:
-    from pydantic import BaseModel
-
-    from harness.scenario.model import Scenario
-
-    text = docs.schema_markdown()
-    for path, model in docs._models(Scenario):
-        for name in model.model_fields:
-            assert f"| `{name}` |" in text, f"{path}.{name} missing"
-        assert issubclass(model, BaseModel)
-    assert "| `name` | str (~ ^[A-Za-z0-9][A-Za-z0-9._-]*$) | **required** |" in text
-    assert "`mix.first_requests` (FirstRequests)" in text
-    assert "| `snapshot_redis` |" in text and "| `kill_replica` |" in text
-
-
-def test_every_schema_field_has_a_meaning() -> None:
-    from harness.scenario.model import FaultKind, Scenario
-
-    for _, model in docs._models(Scenario):
-        notes = docs._comments(model)
-        for name in model.model_fields:
-            assert notes.get(name) or docs.FIELD_NOTES.get(f"{model.__name__}.{name}"), \
-                f"{model.__name__}.{name}: add a comment in scenario.py or an entry in docs.FIELD_NOTES"
-    import typing
-
-    assert set(docs.fault_kinds()) == set(typing.get_args(FaultKind))
-
-
 def test_schema_only_refreshes_sections(tmp_path: Path) -> None:
     d = _dir(tmp_path)
     assert catalog.catalog_command(None, None, False, True, None, quiet(), runner=FakeRunner(), directory=d) == 0
     text = (d / "README.md").read_text()
     assert "<!-- catalog:start -->" in text and "<!-- schema:start -->" in text
     assert catalog.parse_table(catalog.section(text, "outcomes") or "") == []
-
-
-def test_readme_in_repo_schema_is_current() -> None:
-    """scenarios/README.md's schema section is what the model generates (refresh: harness catalog --schema-only)."""
-    text = Path("scenarios/README.md").read_text()
-    assert (catalog.section(text, "schema") or "").strip() == docs.schema_markdown().strip()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,42 +11,12 @@ from typing import Any
 import pytest
 
 from harness.mockllm.config import apply_patch, default_config
-from harness.nemesis.schedule import Nemesis, mock_patch
+from harness.nemesis.kinds.mock import MockFault
+from harness.nemesis.registry import fault_kind
+from harness.nemesis.schedule import Nemesis
 from harness.run.runfolder import FAULTS_COLUMNS, FAULTS_FILE
 from harness.scenario.model import FaultWindow
-
-
-class FakeStack:
-    def __init__(self, fail: set[str] | None = None) -> None:
-        self.calls: list[tuple[float, str, tuple[Any, ...]]] = []
-        self.fail = fail or set()
-        self._lock = threading.Lock()
-
-    def _call(self, name: str, *args: Any) -> None:
-        with self._lock:
-            self.calls.append((time.time(), name, args))
-        if name in self.fail:
-            raise RuntimeError(f"{name} broke")
-
-    def kill_replica(self, index: int) -> None:
-        self._call("kill_replica", index)
-
-    def restart_replica(self, index: int) -> float:
-        self._call("restart_replica", index)
-        return 1.5
-
-    def redis_fault(self, kind: str, **params: Any) -> None:
-        self._call("redis_fault", kind, tuple(sorted(params.items())))
-
-    def restart_redis(self, flush: bool = False) -> float:
-        self._call("restart_redis", flush)
-        return 0.3
-
-    def flush_redis(self) -> None:
-        self._call("flush_redis")
-
-    def names(self) -> list[tuple[str, tuple[Any, ...]]]:
-        return [(n, a) for _, n, a in self.calls]
+from tests.conftest import FakeStack
 
 
 class FakeMock:
@@ -101,7 +70,7 @@ def test_schedule_events_and_call_order(tmp_path: Path) -> None:
     _poll(lambda: len(_rows(tmp_path)) == 10)
     nemesis.stop()
     assert stack.names() == [
-        ("redis_fault", ("latency", (("jitter_ms", 5), ("latency_ms", 50)))),
+        ("redis_fault", ("latency", (("direction", "down"), ("jitter_ms", 5), ("latency_ms", 50)))),
         ("kill_replica", (1,)),
         ("flush_redis", ()),
         ("restart_redis", (True,)),
@@ -124,7 +93,10 @@ def test_schedule_events_and_call_order(tmp_path: Path) -> None:
     assert by_window["0"][0]["target"] == "mock"
     assert by_window["2"][1]["note"] == "replica 1 restarted, healthy after 1.5 s"
     assert by_window["4"][1]["note"] == "redis restarted (flush=True), down 0.3 s"
-    assert by_window["1"][0]["params"] == '{"jitter_ms": 5, "latency_ms": 50}'
+    assert by_window["1"][0]["params"] == '{"jitter_ms": 5, "latency_ms": 50}'     # as the scenario wrote them
+    assert by_window["1"][0]["note"] == 'redis fault latency {"direction": "down", "jitter_ms": 5.0, ' \
+                                        '"latency_ms": 50.0} on'
+    assert nemesis.errors == []
 
 
 def test_failing_action_is_recorded_not_raised(tmp_path: Path) -> None:
@@ -139,7 +111,8 @@ def test_failing_action_is_recorded_not_raised(tmp_path: Path) -> None:
     kill_start = next(r for r in rows if r["window"] == "0" and r["event"] == "start")
     assert kill_start["note"] == "error: kill_replica start: RuntimeError: kill_replica broke"
     assert [n for n, _ in stack.names()] == ["kill_replica", "restart_replica", "flush_redis"]
-    assert len(nemesis.errors) == 1
+    assert nemesis.errors == [{"window": 0, "kind": "kill_replica", "phase": "start",
+                               "error": "RuntimeError: kill_replica broke"}]
 
 
 def test_stop_ends_open_windows_and_skips_future_ones(tmp_path: Path) -> None:
@@ -158,7 +131,7 @@ def test_stop_ends_open_windows_and_skips_future_ones(tmp_path: Path) -> None:
     assert sorted((r["window"], r["event"]) for r in rows) == [("0", "end"), ("0", "start"), ("1", "end"),
                                                               ("1", "start")]
     assert all(r["note"].startswith("ended by stop()") for r in rows if r["event"] == "end")
-    assert stack.names() == [("redis_fault", ("timeout", ())), ("redis_fault", ("none", ())),
+    assert stack.names() == [("redis_fault", ("timeout", (("direction", "both"),))), ("redis_fault", ("none", ())),
                              ("redis_fault", ("none", ()))]
     assert mock.config["faults"]["slow_first_token"] == {"p": 0.25, "delay_s": 1}   # restored, not zeroed
 
@@ -175,13 +148,22 @@ def test_stop_ends_open_windows_and_skips_future_ones(tmp_path: Path) -> None:
     ("mock_slow_first_token", {"delay_s": 5}),
 ])
 def test_mock_patch_is_accepted_by_the_mock(kind: str, params: dict[str, Any]) -> None:
-    config = apply_patch(default_config(), mock_patch(kind, params))
+    spec = fault_kind(kind)
+    assert spec is not None
+    fault = spec.parse(params)
+    assert isinstance(fault, MockFault)
+    config = apply_patch(default_config(), fault.patch())
     changed = {k for k, v in config["faults"].items() if v != default_config()["faults"][k]}
     assert len(changed) == 1
 
 
-def test_mock_patch_rejects_bad_params() -> None:
-    with pytest.raises(ValueError, match="status"):
-        mock_patch("mock_error", {"status": 418})
-    with pytest.raises(ValueError, match="kind"):
-        mock_patch("mock_malformed", {"kind": "xml"})
+def test_failing_stop_reset_is_a_structured_error(tmp_path: Path) -> None:
+    stack = FakeStack(fail={"redis_fault"})
+    nemesis = Nemesis([FaultWindow(kind="redis_reset", at_s=0.0, duration_s=0.05)], stack, ENDPOINTS, tmp_path)
+    nemesis.start(time.time())
+    _poll(lambda: len(_rows(tmp_path)) == 2)
+    nemesis.stop()
+    assert [(e["window"], e["kind"], e["phase"]) for e in nemesis.errors] == [
+        (0, "redis_reset", "start"), (0, "redis_reset", "end"), (None, "", "stop")]
+    assert all(e["error"] == "RuntimeError: redis_fault broke" for e in nemesis.errors)
+    assert _rows(tmp_path)[1]["note"] == "error: redis_reset end: RuntimeError: redis_fault broke"

@@ -38,8 +38,16 @@ def _write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
     ("name: x\nexpect: clean\nreplicas: 0\n", "replicas: Input should be greater than or equal to 1"),
     ("name: x\nexpect: clean\nload: {users: 5, duraton_s: 3}\n", "load.duraton_s: Extra inputs are not permitted"),
     ("name: x\nexpect: clean\nmix: {disconnect_after_chunks: [3, 1]}\n", "mix.disconnect_after_chunks"),
-    ("name: x\nexpect: clean\nfaults: [{kind: kill_replica, at_s: 1, target: 7}]\n", "kill_replica needs"),
-    ("name: x\nexpect: clean\nfaults: [{kind: explode, at_s: 1}]\n", "faults.0.kind"),
+    ("name: x\nexpect: clean\nfaults: [{kind: kill_replica, at_s: 1, target: 7}]\n",
+     "faults.0.target: kill_replica needs a replica index 0..1"),
+    ("name: x\nexpect: clean\nfaults: [{kind: explode, at_s: 1}]\n",
+     "faults.0.kind: unknown fault kind 'explode'; known: mock_error, "),
+    ("name: x\nexpect: clean\nfaults: [{kind: redis_latency, at_s: 1, params: {latency_ms: 100, jiter_ms: 50}}]\n",
+     "faults.0.params.jiter_ms: Extra inputs are not permitted"),
+    ("name: x\nexpect: clean\nfaults: [{kind: mock_hang, at_s: 0}, {kind: mock_error, at_s: 1, params: {status: 502}}]"
+     "\n", "faults.1.params.status: Input should be 429, 500 or 503"),
+    ("name: x\nexpect: clean\nfaults: [{kind: restart_redis, at_s: 1, params: {flush: maybe}}]\n",
+     "faults.0.params.flush: Input should be a valid boolean"),
     ("- a\n- b\n", "(top level): must be a mapping"),
     ("name: [unclosed\n", "not valid YAML"),
 ])
