@@ -66,27 +66,39 @@ def up(
 @app.command()
 def down(
     name: Annotated[str, typer.Option(help="stack name")] = "default",
-    all_stacks: Annotated[bool, typer.Option("--all", help="stop every local stack in .state/")] = False,
-    backend: Annotated[str, typer.Option(help="local | compose")] = "local",
+    all_stacks: Annotated[bool, typer.Option("--all", help="stop every stack in .state/, of every backend")] = False,
+    backend: Annotated[str | None, typer.Option(help="local | compose (default: the backend whose state the "
+                                                     "stack left)")] = None,
 ) -> None:
-    """Stop every process a stack's state file lists; leave no process and no port behind."""
-    if backend != "local":
-        from harness.stack.backends import make_stack
+    """Stop every process/container a stack recorded and wait until they are gone; leave no port behind."""
+    from harness.stack.backends import find_stacks, list_stacks, make_stack
 
-        stopped = make_stack(backend, name).down()
+    if all_stacks:
+        stacks = list_stacks()
+    elif backend is not None:
+        stacks = [make_stack(backend, name)]
     else:
-        from harness.stack.local import down_all, down_named
-
-        stopped = down_all(console=console) if all_stacks else down_named(name, console=console)
-    console.print(f"stopped {stopped} process(es)" if backend == "local" else f"stopped {stopped} container(s)")
+        stacks = find_stacks(name)
+        if not stacks:
+            console.print(f"no stack named '{name}' (nothing recorded in .state/{name}/)")
+            return
+    if not stacks:
+        console.print("no stacks")
+    for stack in stacks:
+        stopped = stack.down()
+        console.print(f"stack '{stack.name}' ({stack.backend}): stopped {stopped}")
 
 
 @app.command()
-def status(name: Annotated[str, typer.Option(help="stack name")] = "default") -> None:
-    """Show a running stack's processes and endpoints."""
-    from harness.stack.local import status as stack_status
+def status(name: Annotated[str | None, typer.Option(help="stack name (default: every stack)")] = None) -> None:
+    """Show each stack's processes/containers and endpoints (every stack of every backend, or one)."""
+    from harness.stack.backends import find_stacks, list_stacks
 
-    print(stack_status(name))
+    stacks = list_stacks() if name is None else find_stacks(name)
+    if not stacks:
+        print("no stacks" if name is None else f"stack '{name}': not running")
+        return
+    print("\n\n".join(stack.status() for stack in stacks))
 
 
 # -- experiments -----------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from harness.paths import REPO_ROOT, cache_dir, engine_dir, state_root
+from harness.paths import REPO_ROOT, engine_dir
 from harness.util import ports
 
 
@@ -43,7 +43,7 @@ def _binary(name: str, version_args: list[str], fix: str, extra_dirs: list[str] 
                     path = str(candidate / name)
     if path is None:
         return Check(name, False, "not found", fix)
-    version = (_version_of([path, *version_args]) or "?")[:48]
+    version = _version_of([path, *version_args]) or "?"
     return Check(name, True, f"{path}: {version}")
 
 
@@ -73,19 +73,17 @@ def check_loopback() -> Check:
 
 
 def check_cached_versions() -> Check:
-    root = cache_dir() / "litellm"
-    versions = sorted(p.name for p in root.iterdir() if (p / ".ready").exists()) if root.exists() else []
+    from harness.litellm import env as litellm_env
+
+    versions = [env.version for env in litellm_env.cached()]   # what `harness env list` shows
     return Check("LiteLLM environments", bool(versions), ", ".join(versions) or "none built",
                  "run `make setup` or `harness env build <version>`", required=False)
 
 
 def check_stale_stacks() -> Check:
-    root = state_root()
-    if not root.exists():
-        return Check("running stacks", True, "none", required=False)
-    from harness.stack.local import LocalStack
+    from harness.stack.backends import list_stacks
 
-    running = [p.name for p in root.iterdir() if p.is_dir() and LocalStack(p.name).is_running()]
+    running = [f"{s.name} ({s.backend})" for s in list_stacks() if s.is_running()]
     return Check("running stacks", not running, ", ".join(running) or "none",
                  "stop them with `harness down --all` if they are left over", required=False)
 
@@ -133,7 +131,12 @@ def run_doctor(console: Console) -> int:
         else:
             status = "[yellow]note[/]"
         table.add_row(check.name, status, check.detail, "" if check.ok else check.fix)
-    console.print(table)
+    # Not a terminal (a pipe, CI log): print at the table's natural width rather than folding words at 80.
+    out = console
+    if not console.is_terminal:
+        natural = console.measure(table, options=console.options.update_width(10_000)).maximum
+        out = Console(file=console.file, width=max(console.width, natural), no_color=True)
+    out.print(table)
     if failed:
         console.print(f"[red]{failed} required check(s) failed — fix them and run `harness doctor` again[/]")
         return 2

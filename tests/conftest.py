@@ -3,19 +3,30 @@
 `FakeStack` implements the whole stack contract of harness/stack/base.py: the `Stack` core and every optional
 capability (ReplicaControl, RedisControl, RedisFaults, LogSource). `FakeStack.core_only()` gives one with no
 capability at all, for tests of capability refusal. Every call is recorded in `calls` with its time.
+
+The Compose backend's boundaries without an engine: `FakeDocker` (the Docker SDK client), `FakeRunner`
+(`docker compose …`), `FakeHTTP` (proxies' health, /budget/new, Toxiproxy's API); `compose_rig()` wires a
+ComposeStack to all three.
 """
 
 from __future__ import annotations
 
+import json
+import stat
+import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import pytest
+import yaml
 from rich.console import Console
 
-from harness.stack.base import Endpoints, StackFacts, StackSpec
+from harness.stack.base import Endpoints, StackFacts, StackSpec, master_key_file
 
 
 def fake_endpoints(version: str = "1.84.0", replicas: int = 2) -> Endpoints:
@@ -60,9 +71,10 @@ class FakeCore:
 
     def down(self) -> int:
         self._call("down")
-        stopped = (self.spec.replicas + 3 if self.spec else 0) + len(self.tracked)
+        stopped = (self.spec.replicas + 3 if self.spec and self._endpoints else 0) + len(self.tracked)
         self._endpoints = None
         self.tracked.clear()
+        master_key_file(self.name).unlink(missing_ok=True)   # like every backend: the run's key file goes
         return stopped
 
     def is_running(self) -> bool:
@@ -124,3 +136,139 @@ class FakeStack(FakeCore):
 @pytest.fixture
 def fake_stack() -> FakeStack:
     return FakeStack()
+
+
+# -- the Compose backend's boundaries ------------------------------------------------------------------
+class FakeContainer:
+    def __init__(self, service: str, project: str) -> None:
+        self.name = f"{project}-{service}-1"
+        self.labels = {"com.docker.compose.project": project, "com.docker.compose.service": service,
+                       "com.docker.compose.container-number": "1"}
+        self.status = "running"
+        self.calls: list[tuple[Any, ...]] = []
+        self.image = SimpleNamespace(tags=[f"{service}:test"])
+
+    def kill(self, signal: str = "SIGKILL") -> None:
+        self.calls.append(("kill", signal))
+        self.status = "exited"
+
+    def start(self) -> None:
+        self.calls.append(("start",))
+        self.status = "running"
+
+    def restart(self, timeout: int = 10) -> None:
+        self.calls.append(("restart", timeout))
+
+    def wait(self, timeout: int | None = None) -> dict[str, int]:
+        return {"StatusCode": 137}
+
+    def reload(self) -> None:
+        pass
+
+    def logs(self, **kwargs: Any) -> bytes:
+        return f"log of {self.name}\n".encode()
+
+    def exec_run(self, cmd: list[str]) -> SimpleNamespace:
+        self.calls.append(("exec", tuple(cmd)))
+        replies = {"ping": b"PONG\n", "server": b"# Server\r\nredis_version:7.4.1\r\nredis_mode:standalone\r\n",
+                   "SHOW server_version": b"17.2 (Debian 17.2-1.pgdg120+1)\n"}
+        return SimpleNamespace(exit_code=0, output=replies.get(cmd[-1], b"OK\n"))
+
+    def remove(self, force: bool = False, v: bool = False) -> None:
+        self.calls.append(("remove",))
+
+
+class FakeDocker:
+    """The Docker SDK boundary: ping, containers.list(filters=label), volumes, networks."""
+
+    def __init__(self, engine: bool = True) -> None:
+        self.engine = engine
+        self.by_service: dict[str, FakeContainer] = {}
+        self.containers = SimpleNamespace(list=self._list)
+        self.volumes = SimpleNamespace(list=lambda filters=None: [])
+        self.networks = SimpleNamespace(list=lambda filters=None: [])
+
+    def ping(self) -> bool:
+        if not self.engine:
+            raise ConnectionError("connection refused")
+        return True
+
+    def add(self, project: str, services: Sequence[str]) -> None:
+        for service in services:
+            self.by_service[service] = FakeContainer(service, project)
+
+    def _list(self, filters: dict[str, list[str]] | None = None, **_: Any) -> list[FakeContainer]:
+        wanted = dict(item.split("=", 1) for item in (filters or {}).get("label", []))
+        return [c for c in self.by_service.values() if all(c.labels.get(k) == v for k, v in wanted.items())]
+
+
+class FakeRunner:
+    """`docker compose …` calls: `up` makes the containers appear, `down` removes them."""
+
+    def __init__(self, docker: FakeDocker, up_rc: int = 0, up_stderr: str = "") -> None:
+        self.docker = docker
+        self.calls: list[list[str]] = []
+        self.up_rc = up_rc
+        self.up_stderr = up_stderr
+        self.env_mode_at_up: int | None = None
+
+    def __call__(self, cmd: Sequence[str]) -> subprocess.CompletedProcess[str]:
+        cmd = list(cmd)
+        self.calls.append(cmd)
+        if cmd[-2:] == ["version", "--short"]:
+            return subprocess.CompletedProcess(cmd, 0, "2.40.3\n", "")
+        project = cmd[cmd.index("-p") + 1]
+        env_file = Path(cmd[cmd.index("--env-file") + 1])
+        if "up" in cmd:
+            self.env_mode_at_up = stat.S_IMODE(env_file.stat().st_mode)
+            if self.up_rc:
+                return subprocess.CompletedProcess(cmd, self.up_rc, "", self.up_stderr)
+            override = yaml.safe_load(Path(cmd[cmd.index("-f", cmd.index("-f") + 1) + 1]).read_text())
+            services = ["postgres", "redis", "toxiproxy", "mock", "migrate", "proxy-0", *override["services"]]
+            self.docker.add(project, services)
+        if "down" in cmd:
+            self.docker.by_service.clear()
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+
+class FakeHTTP:
+    """The proxies' health and /budget/new, and Toxiproxy's API."""
+
+    def __init__(self) -> None:
+        self.requests: list[httpx.Request] = []
+        self.toxics: dict[str, dict[str, Any]] = {}
+        self.healthy = True
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        path = request.url.path
+        if path == "/health/liveliness":
+            return httpx.Response(200 if self.healthy else 503, json="I'm alive!")
+        if path == "/budget/new":
+            return httpx.Response(200, json={"budget_id": json.loads(request.content)["budget_id"]})
+        if path == "/proxies/redis/toxics" and request.method == "GET":
+            return httpx.Response(200, json=list(self.toxics.values()))
+        if path == "/proxies/redis/toxics" and request.method == "POST":
+            body = json.loads(request.content)
+            self.toxics[body["name"]] = body
+            return httpx.Response(200, json=body)
+        if path.startswith("/proxies/redis/toxics/") and request.method == "DELETE":
+            self.toxics.pop(path.rsplit("/", 1)[1])
+            return httpx.Response(204)
+        return httpx.Response(404, text="not found")
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(transport=httpx.MockTransport(self.handler))
+
+
+def compose_rig(tmp_path: Path, name: str = "t1") -> SimpleNamespace:
+    """A ComposeStack on the fakes (state in tmp_path/state) and a 3-replica spec with its run folder."""
+    from harness.stack.compose import ComposeStack
+
+    docker = FakeDocker()
+    runner = FakeRunner(docker)
+    http = FakeHTTP()
+    stack = ComposeStack(name, state_dir=tmp_path / "state", client_factory=lambda: docker, runner=runner,
+                         http=http.client(), poll_interval=0.0)
+    spec = StackSpec(version="1.84.0", replicas=3, default_budget=2.0, run_dir=tmp_path / "run", seed=7)
+    return SimpleNamespace(docker=docker, runner=runner, http=http, stack=stack, spec=spec, tmp=tmp_path)

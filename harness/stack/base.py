@@ -8,10 +8,36 @@ from typing import Any, Protocol, runtime_checkable
 
 from rich.console import Console
 
+from harness.paths import state_root
+from harness.util.fsutil import write_secret
+
+MASTER_KEY_FILE = "master-key"
+
 
 def replica_name(index: int) -> str:
     """Replica `index`'s name everywhere: process name, Compose service, log file stem (proxy-0.log)."""
     return f"proxy-{index}"
+
+
+def state_dir_of(stack_name: str) -> Path:
+    """A stack's state folder (`.state/<name>/`), whatever its backend."""
+    return state_root() / stack_name
+
+
+def master_key_file(stack_name: str) -> Path:
+    """The 0600 file a process started next to the stack (Locust) reads the master key from.
+
+    It lives in the stack's own state folder, never in the system temp folder: every backend's `down()`
+    deletes it and `forget()` removes the folder, so a SIGKILLed run leaves it only until `harness down`.
+    """
+    return state_dir_of(stack_name) / MASTER_KEY_FILE
+
+
+def write_master_key_file(stack_name: str, key: str) -> Path:
+    """Write `key` to master_key_file(stack_name) (mode 0600 from the first byte); returns the path."""
+    path = master_key_file(stack_name)
+    write_secret(path, key)
+    return path
 
 
 @dataclass
@@ -108,7 +134,8 @@ class Stack(Protocol):
         ...
 
     def down(self) -> int:
-        """Stop everything this stack recorded (processes/containers, extra tracked ones); returns how many."""
+        """Stop everything this stack recorded (processes/containers, extra tracked ones) and wait until it is
+        gone; delete its secrets (master_key_file too). Returns how many were stopped; 0 when not running."""
         ...
 
     def is_running(self) -> bool: ...

@@ -7,7 +7,10 @@ Per stack, in `.state/<name>/`:
   compose.env            0600: the master key, image, ports and paths every `${VAR}` of the compose file needs
                          (passed with --env-file; never committed, never copied into a run folder)
   compose.replicas.yml   proxy-1 … proxy-(N-1), each a copy of compose/docker-compose.yml's proxy-0 with its port
-  compose.json           project name, ports, endpoints without the secret (for --reuse and `down`)
+  compose.json           project name, ports, versions, timings, endpoints without the secret (for --reuse,
+                         `down`, facts(); its presence marks a Compose stack's state folder)
+  compose.procs.json     local processes the run tracked next to the containers (Locust), stopped first by down
+  master-key             0600, written by the run for Locust (harness.stack.base.master_key_file), deleted by down
 The proxy config (no secrets: the key comes from the environment) is rendered by
 `harness.litellm.proxy_config.render_proxy_config` into the run folder, like the local backend does.
 """
@@ -18,6 +21,7 @@ import copy
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -31,17 +35,19 @@ from rich.console import Console
 
 from harness.errors import HarnessError, StackError
 from harness.litellm.proxy_config import DEFAULT_BUDGET_ID, dump_config, generate_master_key, render_proxy_config
-from harness.paths import REPO_ROOT, state_root
-from harness.stack.base import Endpoints, StackSpec, replica_name
+from harness.paths import REPO_ROOT
+from harness.stack.base import Endpoints, StackFacts, StackSpec, master_key_file, replica_name, state_dir_of
 from harness.stack.toxiproxy import ToxiproxyControl
 from harness.util import ports
 from harness.util.fsutil import atomic_write_text, write_secret
+from harness.util.procs import ProcessGroup
 
 COMPOSE_DIR = REPO_ROOT / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yml"
 ENV_FILE = "compose.env"
 REPLICAS_FILE = "compose.replicas.yml"
 STATE_FILE = "compose.json"
+TRACKED_FILE = "compose.procs.json"
 
 # Where LiteLLM publishes its proxy image, and the tag of a PyPI release (see compose/README.md for the
 # sources). HARNESS_LITELLM_IMAGE overrides it; "{version}" in it is replaced by the version.
@@ -236,7 +242,7 @@ class ComposeStack:
                  poll_interval: float = 1.0) -> None:
         self.name = name
         self.project = project_name(name)
-        self.state_dir = state_dir or state_root() / name
+        self.state_dir = state_dir or state_dir_of(name)
         self.compose_file = compose_file
         self._client_factory = client_factory or _default_client_factory
         self._client: Any = None
@@ -245,9 +251,10 @@ class ComposeStack:
         self.http = http or httpx.Client(timeout=10)
         self.poll_interval = poll_interval
         self._console: Console | None = None
-        self.endpoints: Endpoints | None = None
+        self._endpoints: Endpoints | None = None
         self.state: dict[str, Any] = {}
         self.log_dir = self.state_dir / "logs"
+        self._tracked = ProcessGroup(self.state_dir, TRACKED_FILE)
         self._load_state()
 
     # -- state --------------------------------------------------------------------------------------
@@ -269,7 +276,7 @@ class ComposeStack:
         self.state = json.loads(self.state_path.read_text())
         self.log_dir = Path(self.state.get("log_dir", self.log_dir))
         if "endpoints" in self.state:
-            self.endpoints = Endpoints(**self.state["endpoints"], master_key=self._read_env().get(
+            self._endpoints = Endpoints(**self.state["endpoints"], master_key=self._read_env().get(
                 "LITELLM_MASTER_KEY", ""))
 
     def _save_state(self) -> None:
@@ -346,10 +353,17 @@ class ComposeStack:
         return found[0]
 
     def is_running(self) -> bool:
+        if any(self._tracked.alive(name) for name in self._tracked.records):
+            return True
+        if not self.state_path.exists() and self._client is None:
+            return False     # nothing recorded: do not wait for an engine to say so
         try:
             return any(c.status == "running" for c in self.containers())
         except HarnessError:
             return False
+
+    def endpoints(self) -> Endpoints | None:
+        return self._endpoints if self._endpoints is not None and self.is_running() else None
 
     # -- up -----------------------------------------------------------------------------------------
     def up(self, spec: StackSpec, console: Console | None = None) -> Endpoints:
@@ -423,9 +437,10 @@ class ComposeStack:
         if spec.default_budget is not None:
             self.create_default_budget(endpoints, spec.default_budget)
         timings["total_s"] = time.monotonic() - started
-        self.state.update(endpoints=endpoints.public(), timings=timings)
+        self.state.update(endpoints=endpoints.public(), timings=timings, redis_version=self._redis_version(),
+                          postgres_version=self._postgres_version())
         self._save_state()
-        self.endpoints = endpoints
+        self._endpoints = endpoints
         self._say(f"[green]stack '{self.name}' (compose) up in {timings['total_s']:.1f} s[/]")
         return endpoints
 
@@ -467,9 +482,9 @@ class ComposeStack:
 
     # -- operations used by the nemesis -------------------------------------------------------------
     def _require_up(self) -> Endpoints:
-        if self.endpoints is None:
+        if self._endpoints is None:
             raise HarnessError(f"stack '{self.name}' is not running", "start it with `harness up --backend compose`")
-        return self.endpoints
+        return self._endpoints
 
     def kill_replica(self, index: int) -> None:
         """SIGKILL the replica's container (restart policy "no": it stays down)."""
@@ -541,23 +556,77 @@ class ComposeStack:
         except HarnessError:
             return {p.stem: p for p in sorted(self.log_dir.glob("*.log"))}
 
-    def processes(self) -> list[dict[str, Any]]:
-        """Container, image and state of each service (for meta.json)."""
-        return [{"name": c.labels.get("com.docker.compose.service", c.name), "container": c.name,
-                 "status": c.status, "image": ",".join(getattr(c.image, "tags", []) or [])}
-                for c in self.containers()]
+    # -- facts, tracking, status --------------------------------------------------------------------
+    def _redis_version(self) -> str:
+        out = _exec(self.container("redis"), ["redis-cli", "INFO", "server"], check=False)
+        found = re.search(r"^redis_version:(\S+)", out, re.MULTILINE)
+        return found.group(1) if found else "?"
+
+    def _postgres_version(self) -> str:
+        out = _exec(self.container("postgres"), ["psql", "-U", POSTGRES_USER, "-d", POSTGRES_DB, "-tAc",
+                                                 "SHOW server_version"], check=False).strip()
+        return out.split()[0] if out and out[:1].isdigit() else "?"
+
+    def facts(self) -> StackFacts:
+        """Versions and timings recorded at up; containers (when the engine answers) and tracked processes."""
+        return StackFacts(redis_version=self.state.get("redis_version"),
+                          postgres_version=self.state.get("postgres_version"),
+                          timings=dict(self.state.get("timings") or {}), processes=self._processes())
+
+    def _processes(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        if self.state_path.exists():
+            try:
+                out = [{"name": c.labels.get("com.docker.compose.service", c.name), "container": c.name,
+                        "status": c.status, "image": ",".join(getattr(c.image, "tags", []) or []),
+                        "alive": c.status == "running"} for c in self.containers()]
+            except HarnessError:
+                pass
+        out += [{"name": rec.name, "pid": rec.pid, "pgid": rec.pgid, "port": rec.port,
+                 "alive": self._tracked.alive(rec.name)} for rec in self._tracked.records.values()]
+        return out
+
+    def track(self, name: str, pid: int) -> None:
+        """Record a local process the run started next to the containers (Locust): `down` stops it first."""
+        self._tracked.adopt(name, pid)
+
+    def status(self) -> str:
+        processes = self._processes()
+        if not processes:
+            return f"stack '{self.name}' (compose): not running"
+        lines = [f"stack '{self.name}' (compose, project {self.project}):"]
+        for proc in processes:
+            where = f"container {proc['container']}" if "container" in proc else f"pid {proc['pid']}"
+            state = proc.get("status") or ("up" if proc["alive"] else "DEAD")
+            lines.append(f"  {proc['name']:<12} {where:<32} {state}")
+        if self._endpoints is not None:
+            lines.append(self._endpoints.describe())
+        return "\n".join(lines)
+
+    def forget(self) -> None:
+        """Remove the state folder (logs included) of a stack that is down; nothing while anything is recorded."""
+        if self.state_path.exists() or self.env_path.exists() or self._tracked.records:
+            return
+        if self.state_dir.exists():
+            shutil.rmtree(self.state_dir, ignore_errors=True)
 
     # -- down ---------------------------------------------------------------------------------------
     def down(self) -> int:
-        """`docker compose down -v`: containers, network and volumes removed; the env file (secret) deleted."""
+        """Tracked processes first, then `docker compose down -v`: containers, network and volumes removed;
+        the env file and the master-key file (secrets) deleted."""
+        tracked = self._tracked.stop_all()
+        master_key_file(self.name).unlink(missing_ok=True)
+        if self._tracked.records:
+            raise StackError(f"stack '{self.name}': still running after SIGKILL: {', '.join(self._tracked.records)}",
+                             "kill them by hand")
         if not self.state_path.exists() and not self.env_path.exists():
             try:
                 leftovers = self.containers()
             except HarnessError:
-                return 0      # nothing recorded and no engine: nothing can be running
+                return len(tracked)   # nothing recorded and no engine: nothing else can be running
             if not leftovers:
-                return 0
-        count = len(self.containers())
+                return len(tracked)
+        count = len(self.containers()) + len(tracked)
         try:
             self.save_logs()
         except Exception:  # noqa: BLE001 - logs are best effort on the way down
@@ -572,7 +641,7 @@ class ComposeStack:
                      self.state_dir / "proxy-config.migrate.yaml", self.state_dir / "mock-config.json"):
             path.unlink(missing_ok=True)
         self.state = {}
-        self.endpoints = None
+        self._endpoints = None
         return count
 
     def _sdk_down(self) -> None:

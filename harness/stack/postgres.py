@@ -1,7 +1,7 @@
 """A throw-away PostgreSQL server from the machine's binaries, on a loopback port.
 
     pg = PostgresServer(data_dir, port)
-    pg.start(group, log_dir)        # initdb when the data dir is empty, then `postgres` in its own group
+    pg.start(group, log_dir)        # initdb when the data dir is empty, then `postgres`; both recorded in group
     pg.wait_ready()                 # polls until it accepts connections and the database exists
     pg.dsn                          # postgresql://postgres@127.0.0.1:<port>/litellm
     pg.stop()
@@ -17,13 +17,12 @@ import os
 import pwd
 import shutil
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 from harness.errors import HarnessError, StackError
 from harness.util.ports import LOOPBACK
-from harness.util.procs import ProcessGroup, group_alive, tail
+from harness.util.procs import ProcessGroup, tail
 
 DEFAULT_DB = "litellm"
 SUPERUSER = "postgres"
@@ -85,7 +84,7 @@ class PostgresServer:
             return []
         return ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups", "--"]
 
-    def _prepare_data_dir(self, log_dir: Path) -> None:
+    def _prepare_data_dir(self, group: ProcessGroup, log_dir: Path) -> None:
         user = _run_as()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if user is not None:
@@ -104,10 +103,11 @@ class PostgresServer:
         init_log = log_dir / f"{self.name}-initdb.log"
         cmd = [*self._prefix(), str(pg_bindir() / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER,
                "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"]
-        with open(init_log, "wb") as fh:
-            proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                  env=self._env(), start_new_session=True, timeout=180, cwd="/")
-        if proc.returncode != 0:
+        init_log.unlink(missing_ok=True)
+        # recorded like the server: a crash during initdb leaves nothing `harness down` cannot find
+        returncode = group.run(f"{self.name}-initdb", cmd, log=init_log, env=self._env(), cwd=Path("/"),
+                               timeout=180)
+        if returncode != 0:
             raise StackError(f"initdb failed for {self.data_dir}:\n{tail(init_log, 10)}", f"see {init_log}")
 
     def _env(self) -> dict[str, str]:
@@ -121,7 +121,7 @@ class PostgresServer:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.group = group
         self.log = log_dir / f"{self.name}.log"
-        self._prepare_data_dir(log_dir)
+        self._prepare_data_dir(group, log_dir)
         stale = self.data_dir / "postmaster.pid"
         if stale.exists():
             stale.unlink()  # left by a killed server; its process group is gone (the state file says so)
@@ -173,12 +173,8 @@ class PostgresServer:
         group = self.group
         if group is None or self.name not in group.records:
             return
-        rec = group.records[self.name]
-        try:
-            os.kill(rec.pid, signal.SIGINT)
-        except ProcessLookupError:
-            pass
-        deadline = time.monotonic() + timeout
-        while group_alive(rec.pgid) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        if group.signal_leader(self.name, signal.SIGINT):
+            deadline = time.monotonic() + timeout
+            while group.alive(self.name) and time.monotonic() < deadline:
+                time.sleep(0.05)
         group.stop(self.name, timeout=5)

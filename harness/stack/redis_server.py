@@ -58,7 +58,8 @@ class RedisServer:
 
     def version(self) -> str:
         try:
-            return str(self.client().info("server").get("redis_version", "?"))
+            info: dict[str, object] = self.client().info("server")  # type: ignore[assignment]  # sync client
+            return str(info.get("redis_version", "?"))
         except redis.RedisError:
             return "?"
 

@@ -12,14 +12,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import stat
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
-import httpx
 import jsonschema
 import pytest
 import yaml
@@ -29,6 +26,7 @@ from harness.litellm.proxy_config import DEFAULT_BUDGET_ID
 from harness.stack import compose as C
 from harness.stack.base import StackSpec
 from harness.stack.toxiproxy import TOXIPROXY_REDIS_PROXY
+from tests.conftest import FakeDocker, compose_rig
 
 SCHEMA = json.loads((C.COMPOSE_DIR / "schema" / "compose-spec.json").read_text())
 MASTER_KEY = "sk-harness-TESTKEY-not-real"
@@ -180,135 +178,9 @@ def test_real_compose_config_accepts_the_files(tmp_path: Path) -> None:
 
 
 # -- ComposeStack against fakes -------------------------------------------------------------------------
-class FakeContainer:
-    def __init__(self, service: str, project: str) -> None:
-        self.name = f"{project}-{service}-1"
-        self.labels = {"com.docker.compose.project": project, "com.docker.compose.service": service,
-                       "com.docker.compose.container-number": "1"}
-        self.status = "running"
-        self.calls: list[tuple[Any, ...]] = []
-        self.image = SimpleNamespace(tags=[f"{service}:test"])
-
-    def kill(self, signal: str = "SIGKILL") -> None:
-        self.calls.append(("kill", signal))
-        self.status = "exited"
-
-    def start(self) -> None:
-        self.calls.append(("start",))
-        self.status = "running"
-
-    def restart(self, timeout: int = 10) -> None:
-        self.calls.append(("restart", timeout))
-
-    def wait(self, timeout: int | None = None) -> dict[str, int]:
-        return {"StatusCode": 137}
-
-    def reload(self) -> None:
-        pass
-
-    def logs(self, **kwargs: Any) -> bytes:
-        return f"log of {self.name}\n".encode()
-
-    def exec_run(self, cmd: list[str]) -> SimpleNamespace:
-        self.calls.append(("exec", tuple(cmd)))
-        return SimpleNamespace(exit_code=0, output=b"PONG\n" if cmd[-1] == "ping" else b"OK\n")
-
-    def remove(self, force: bool = False, v: bool = False) -> None:
-        self.calls.append(("remove",))
-
-
-class FakeDocker:
-    """The Docker SDK boundary: ping, containers.list(filters=label), volumes, networks."""
-
-    def __init__(self, engine: bool = True) -> None:
-        self.engine = engine
-        self.by_service: dict[str, FakeContainer] = {}
-        self.containers = SimpleNamespace(list=self._list)
-        self.volumes = SimpleNamespace(list=lambda filters=None: [])
-        self.networks = SimpleNamespace(list=lambda filters=None: [])
-
-    def ping(self) -> bool:
-        if not self.engine:
-            raise ConnectionError("connection refused")
-        return True
-
-    def add(self, project: str, services: Sequence[str]) -> None:
-        for service in services:
-            self.by_service[service] = FakeContainer(service, project)
-
-    def _list(self, filters: dict[str, list[str]] | None = None, **_: Any) -> list[FakeContainer]:
-        wanted = dict(item.split("=", 1) for item in (filters or {}).get("label", []))
-        return [c for c in self.by_service.values() if all(c.labels.get(k) == v for k, v in wanted.items())]
-
-
-class FakeRunner:
-    """`docker compose …` calls: `up` makes the containers appear, `down` removes them."""
-
-    def __init__(self, docker: FakeDocker, up_rc: int = 0, up_stderr: str = "") -> None:
-        self.docker = docker
-        self.calls: list[list[str]] = []
-        self.up_rc = up_rc
-        self.up_stderr = up_stderr
-        self.env_mode_at_up: int | None = None
-
-    def __call__(self, cmd: Sequence[str]) -> subprocess.CompletedProcess[str]:
-        cmd = list(cmd)
-        self.calls.append(cmd)
-        if cmd[-2:] == ["version", "--short"]:
-            return subprocess.CompletedProcess(cmd, 0, "2.40.3\n", "")
-        project = cmd[cmd.index("-p") + 1]
-        env_file = Path(cmd[cmd.index("--env-file") + 1])
-        if "up" in cmd:
-            self.env_mode_at_up = stat.S_IMODE(env_file.stat().st_mode)
-            if self.up_rc:
-                return subprocess.CompletedProcess(cmd, self.up_rc, "", self.up_stderr)
-            override = yaml.safe_load(Path(cmd[cmd.index("-f", cmd.index("-f") + 1) + 1]).read_text())
-            services = ["postgres", "redis", "toxiproxy", "mock", "migrate", "proxy-0", *override["services"]]
-            self.docker.add(project, services)
-        if "down" in cmd:
-            self.docker.by_service.clear()
-        return subprocess.CompletedProcess(cmd, 0, "", "")
-
-
-class FakeHTTP:
-    """The proxies' health and /budget/new, and Toxiproxy's API."""
-
-    def __init__(self) -> None:
-        self.requests: list[httpx.Request] = []
-        self.toxics: dict[str, dict[str, Any]] = {}
-        self.healthy = True
-
-    def handler(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        path = request.url.path
-        if path == "/health/liveliness":
-            return httpx.Response(200 if self.healthy else 503, json="I'm alive!")
-        if path == "/budget/new":
-            return httpx.Response(200, json={"budget_id": json.loads(request.content)["budget_id"]})
-        if path == "/proxies/redis/toxics" and request.method == "GET":
-            return httpx.Response(200, json=list(self.toxics.values()))
-        if path == "/proxies/redis/toxics" and request.method == "POST":
-            body = json.loads(request.content)
-            self.toxics[body["name"]] = body
-            return httpx.Response(200, json=body)
-        if path.startswith("/proxies/redis/toxics/") and request.method == "DELETE":
-            self.toxics.pop(path.rsplit("/", 1)[1])
-            return httpx.Response(204)
-        return httpx.Response(404, text="not found")
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(transport=httpx.MockTransport(self.handler))
-
-
 @pytest.fixture
 def rig(tmp_path: Path) -> SimpleNamespace:
-    docker = FakeDocker()
-    runner = FakeRunner(docker)
-    http = FakeHTTP()
-    stack = C.ComposeStack("t1", state_dir=tmp_path / "state", client_factory=lambda: docker, runner=runner,
-                           http=http.client(), poll_interval=0.0)
-    spec = StackSpec(version="1.84.0", replicas=3, default_budget=2.0, run_dir=tmp_path / "run", seed=7)
-    return SimpleNamespace(docker=docker, runner=runner, http=http, stack=stack, spec=spec, tmp=tmp_path)
+    return compose_rig(tmp_path)
 
 
 def test_up_renders_env_and_override_runs_compose_and_creates_the_budget(rig: SimpleNamespace) -> None:
@@ -342,8 +214,12 @@ def test_up_renders_env_and_override_runs_compose_and_creates_the_budget(rig: Si
     # a second handle on the same stack (--reuse) finds the endpoints and the key again
     again = C.ComposeStack("t1", state_dir=rig.tmp / "state", client_factory=lambda: rig.docker, runner=rig.runner,
                            http=rig.http.client())
-    assert again.endpoints is not None and again.endpoints.master_key == endpoints.master_key
+    again_endpoints = again.endpoints()
+    assert again_endpoints is not None and again_endpoints.master_key == endpoints.master_key
     assert again.is_running()
+    facts = again.facts()
+    assert (facts.redis_version, facts.postgres_version) == ("7.4.1", "17.2")
+    assert facts.timings["total_s"] >= facts.timings["proxies_s"] >= 0
 
 
 def test_down_removes_project_volumes_and_secrets(rig: SimpleNamespace) -> None:
@@ -429,7 +305,10 @@ def test_logs_and_processes(rig: SimpleNamespace) -> None:
     logs = rig.stack.logs()
     assert {"proxy-0", "proxy-1", "proxy-2", "redis", "postgres", "mock", "toxiproxy", "migrate"} == set(logs)
     assert all(p.parent == rig.tmp / "run" for p in logs.values())
-    assert {p["name"] for p in rig.stack.processes()} == set(logs)
+    assert {p["name"] for p in rig.stack.facts().processes} == set(logs)
+    status = rig.stack.status()
+    assert status.startswith("stack 't1' (compose, project harness-t1):")
+    assert "harness-t1-proxy-2-1" in status and rig.stack.endpoints().master_key not in status
 
 
 # -- no engine ------------------------------------------------------------------------------------------
