@@ -1,11 +1,12 @@
-"""The analyzer (the checker): run folder → verdict.json, inflation/rejections/drain PNGs, report.md.
+"""The analyzer (the checker): run folder → verdict.json, one PNG per check that draws one, report.md.
 
     analyze(run_dir) -> AnalysisResult          # raises HarnessError when the folder is unusable
     analyze_cli(run_dir, console) -> int        # 0 verdict matches the expectation, 1 not, 2 unusable folder
 
 Modules, one concern each: load (tolerant reading), classify (request classes, budget messages),
-truespend (ledger band), context (shared codes/times/budgets), checks (phantom, inflation, drain),
-faults (fault windows), verdict (decision + verdict.json), plots, report, scrub.
+truespend (ledger band), context (shared codes/times/budgets), checker (what a check is, check_safe),
+checks/ (one module per check + the registration list), verdict (the merge + verdict.json), summary (the
+verdict.json contract other stages read), windows (fault windows), plots, report, scrub, proxylogs.
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ from typing import Any
 
 from rich.console import Console
 
+from harness.analyze.summary import Summary
 from harness.errors import HarnessError
 from harness.run import runfolder as rf
-
-PICTURES = ("inflation.png", "rejections.png", "drain.png")
 
 
 @dataclass
@@ -32,6 +32,7 @@ class AnalysisResult:
     expected: str
     exit_code: int
     evidence: dict[str, Any]           # the content of verdict.json
+    summary: Summary                   # its `summary`
     verdict_path: Path
     report_path: Path
     pictures: list[Path]
@@ -40,7 +41,8 @@ class AnalysisResult:
 
 def analyze(run_dir: Path, plots: bool = True) -> AnalysisResult:
     """Analyse one run folder and write verdict.json, the pictures and report.md into it."""
-    from harness.analyze.checks import check_drain, check_inflation, check_phantom
+    from harness.analyze.checker import CheckResult, check_safe
+    from harness.analyze.checks import CHECKS
     from harness.analyze.context import build_context
     from harness.analyze.load import load_run
     from harness.analyze.report import render_report
@@ -61,24 +63,30 @@ def analyze(run_dir: Path, plots: bool = True) -> AnalysisResult:
     lap("load")
     ctx = build_context(data)
     lap("prepare")
-    phantom = check_phantom(ctx)
-    inflation = check_inflation(ctx)
-    drain = check_drain(ctx, inflation)
-    verdict = decide(ctx, phantom, inflation, drain)
+    results: dict[str, CheckResult] = {}
+    for check in CHECKS:
+        results[check.name] = check_safe(check, ctx, results)
+    verdict = decide(ctx, CHECKS, results)
     lap("checks")
 
     pictures: list[Path] = []
     if plots:
-        from harness.analyze.plots import plot_drain, plot_inflation, plot_rejections
-
-        plot_inflation(ctx, inflation, phantom, run_dir / PICTURES[0])
-        plot_rejections(ctx, phantom, run_dir / PICTURES[1])
-        plot_drain(ctx, drain, run_dir / PICTURES[2])
-        pictures = [run_dir / p for p in PICTURES]
+        for check in CHECKS:
+            if not check.picture:
+                continue
+            if results[check.name].error:
+                ctx.warnings.append(f"{check.picture} not drawn: {results[check.name].error}")
+                continue
+            try:
+                check.plot(ctx, results, run_dir / check.picture)
+            except Exception as exc:  # noqa: BLE001 — a picture that fails must not lose the verdict
+                ctx.warnings.append(f"{check.picture} not drawn ({type(exc).__name__}: {exc})")
+                continue
+            pictures.append(run_dir / check.picture)
     lap("plots")
 
     files = {"report": rf.REPORT_FILE, "verdict": rf.VERDICT_FILE, "pictures": [p.name for p in pictures]}
-    evidence = scrub_obj(build_verdict_json(ctx, verdict, phantom, inflation, drain, files))
+    evidence = scrub_obj(build_verdict_json(ctx, verdict, CHECKS, results, files))
     verdict_path = run_dir / rf.VERDICT_FILE
     verdict_path.write_text(json.dumps(evidence, indent=2, allow_nan=False) + "\n")
     report_path = run_dir / rf.REPORT_FILE
@@ -89,7 +97,8 @@ def analyze(run_dir: Path, plots: bool = True) -> AnalysisResult:
     timings["total"] = round(sum(timings.values()), 4)
     return AnalysisResult(run_dir=run_dir, verdict=verdict.verdict, reasons=verdict.reasons,
                           expected=verdict.expected, exit_code=verdict.exit_code, evidence=evidence,
-                          verdict_path=verdict_path, report_path=report_path, pictures=pictures, timings=timings)
+                          summary=Summary.from_verdict(evidence), verdict_path=verdict_path,
+                          report_path=report_path, pictures=pictures, timings=timings)
 
 
 def analyze_cli(run_dir: Path, console: Console) -> int:
@@ -106,35 +115,36 @@ def analyze_cli(run_dir: Path, console: Console) -> int:
 def print_result(result: AnalysisResult, console: Console) -> None:
     from rich.markup import escape
 
+    from harness.analyze.summary import NOT_REPRODUCED, REPRODUCED
     from harness.util.fmt import money, pct
 
-    ev = result.evidence
+    s = result.summary
 
     def out(text: str) -> None:
         console.print(text, soft_wrap=True, highlight=False)
 
-    color = {"REPRODUCED": "red", "NOT REPRODUCED": "green"}.get(result.verdict, "yellow")
-    match = "[green]matches[/]" if ev["matches_expectation"] else "[bold red]does NOT match[/]"
-    out(f"[bold {color}]{result.verdict}[/] — LiteLLM {escape(ev['litellm_version'])}, scenario "
-        f"{escape(ev['scenario'])}; expected {ev['expected']}: {match} (exit {result.exit_code})")
+    def n(v: int | None) -> str:
+        return "?" if v is None else f"{v:,}"
+
+    color = {REPRODUCED: "red", NOT_REPRODUCED: "green"}.get(result.verdict, "yellow")
+    match = "[green]matches[/]" if s.matches_expectation else "[bold red]does NOT match[/]"
+    out(f"[bold {color}]{result.verdict}[/] — LiteLLM {escape(str(s.litellm_version))}, scenario "
+        f"{escape(str(s.scenario))}; expected {s.expected}: {match} (exit {result.exit_code})")
     for reason in result.reasons:
         out(f"  • {escape(reason)}")
-    req, ph, dr = ev["requests"], ev["phantom"], ev["drain"]
-    bc = req["by_class"]
-    out(f"  requests {req['total']:,}: ok {bc['ok']:,}, budget {bc['budget']:,}, upstream "
-        f"{bc['upstream']:,}, walk-away {bc['disconnect']:,}, other {bc['other']:,}")
-    first = (ph["first"] or {}).get("t_rel")
-    tail = f", first at {first:.1f} s)" if first is not None else ")"
-    out(f"  phantom rejections {ph['count']:,} ({pct(ph['share_of_rejections'])} of rejections, "
-        f"{ph['affected_end_users']} end users{tail}")
-    if dr["ran"]:
-        out(f"  drain: {dr['leaked_users']} of {dr['users_checked']} counters leaked "
-            f"{money(dr['leaked_total'])}; Redis {money(dr['counter_total'])} vs DB "
-            f"{money(dr['db_total'])} vs true {money(dr['true_low_total'])}–"
-            f"{money(dr['true_high_total'])}")
+    out(f"  requests {n(s.requests)}: ok {n(s.requests_ok)}, budget {n(s.requests_budget)}, upstream "
+        f"{n(s.requests_upstream)}, walk-away {n(s.requests_disconnect)}, other {n(s.requests_other)}")
+    tail = f", first at {s.first_phantom_s:.1f} s)" if s.first_phantom_s is not None else ")"
+    out(f"  phantom rejections {n(s.phantoms)} ({pct(s.phantom_share_of_rejections)} of rejections, "
+        f"{n(s.phantom_users)} end users{tail}")
+    if s.drain_ran:
+        out(f"  drain: {n(s.leaked_users)} of {n(s.users_checked)} counters leaked "
+            f"{money(s.leaked_usd)}; Redis {money(s.counter_total_usd)} vs DB "
+            f"{money(s.db_total_usd)} vs true {money(s.true_low_total_usd)}–"
+            f"{money(s.true_high_total_usd)}")
     else:
-        out(f"  drain: not run ({escape(str(dr.get('why_not')))})")
-    for w in ev.get("warnings", [])[:5]:
+        out(f"  drain: not run ({escape(str(s.drain_why_not))})")
+    for w in result.evidence.get("warnings", [])[:5]:
         out(f"  [yellow]warning:[/] {escape(w)}")
     out(f"  report: {result.report_path}")
 

@@ -1,4 +1,4 @@
-"""Everything the checks share: end-user codes, the time axis, budgets, the true-spend index."""
+"""Everything the checks share: end-user codes, the time axis, budgets, the true-spend index, the tolerance."""
 
 from __future__ import annotations
 
@@ -22,6 +22,12 @@ RELEASE_GRACE_MAX_S = 10.0
 # The mock appends a ledger row when a call ends and flushes about every second: a cut ledger is complete
 # only up to a little before its last row.
 LEDGER_FLUSH_S = 2.0
+REL_TOL = 1e-6     # float tolerance of comparisons with the true spend, relative to it
+ABS_TOL = 1e-9
+
+
+def tolerance(true_spend: np.ndarray | float) -> np.ndarray | float:
+    return ABS_TOL + REL_TOL * np.abs(true_spend)
 
 
 @dataclass

@@ -1,10 +1,11 @@
-"""The three pictures (PNG, sized to stay readable when GitHub shrinks them into an issue comment).
+"""The checks' pictures (PNG, sized to stay readable when GitHub shrinks them into an issue comment).
 
-1. inflation.png  — Redis counter vs DB spend vs true spend (band), total and the worst end users
-2. rejections.png — rejections over time by class, with the request rate
-3. drain.png      — leaked amount per end user after the drain (sorted bars, or a histogram when many)
+1. inflation.png  — Redis counter vs DB spend vs true spend (band), total and the worst end users (inflation)
+2. rejections.png — rejections over time by class, with the request rate (phantom)
+3. drain.png      — leaked amount per end user after the drain (sorted bars, or a histogram when many) (drain)
 
-Fault windows from faults.csv are shaded and labelled on the time plots.
+Each check that owns a picture calls its function here from its `plot`. Fault windows from faults.csv are
+shaded and labelled on the time plots; one-shot kinds (harness.nemesis.registry) are drawn as a line.
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker as mticker  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
-from harness.analyze.checks import DrainResult, InflationResult, PhantomResult  # noqa: E402
+from harness.analyze.checks.drain import DrainResult  # noqa: E402
+from harness.analyze.checks.inflation import InflationResult  # noqa: E402
+from harness.analyze.checks.phantom import PhantomResult  # noqa: E402
 from harness.analyze.classify import BUDGET, OTHER, UPSTREAM  # noqa: E402
 from harness.analyze.context import Context  # noqa: E402
 from harness.analyze.windows import Window, fault_windows  # noqa: E402
@@ -39,11 +43,29 @@ C_BUDGET, C_UPSTREAM, C_OTHER = "#ff7f0e", "#8c564b", "#7f7f7f"
 FAULT_COLORS = ("#fdd49e", "#c6dbef", "#d9d9d9", "#e5f5e0", "#fcbba1", "#dadaeb")
 USER_COLORS = ("#d62728", "#1f77b4", "#ff7f0e", "#17becf")
 MAX_MARKERS = 3000
+X_LABEL = "seconds after the load started"
+
+
+def money_tick(v: float) -> str:
+    """An axis tick: whole dollars from $100 up ($6,000), cents below ($12.50), significant digits under $0.10."""
+    if v == 0:
+        return "$0"
+    if abs(v) >= 100:
+        return f"${v:,.0f}"
+    return f"${v:,.2f}" if abs(v) >= 0.1 else f"${v:.3g}"
 
 
 def _money(ax: Axes, axis: str = "y") -> None:
-    fmt = mticker.FuncFormatter(lambda v, _: f"${v:,.2f}" if abs(v) >= 0.1 or v == 0 else f"${v:.3g}")
+    fmt = mticker.FuncFormatter(lambda v, _: money_tick(v))
     (ax.yaxis if axis == "y" else ax.xaxis).set_major_formatter(fmt)
+
+
+def is_one_shot(kind: str) -> bool:
+    """An action at one moment (a line on the plots), per the fault-kind registry; unknown kinds are windows."""
+    from harness.nemesis.registry import fault_kind
+
+    spec = fault_kind(kind)
+    return bool(spec is not None and spec.one_shot)
 
 
 def shade_faults(ax: Axes, ctx: Context, windows: list[Window], t_max: float) -> list[Patch | Line2D]:
@@ -55,7 +77,7 @@ def shade_faults(ax: Axes, ctx: Context, windows: list[Window], t_max: float) ->
         color = kinds.setdefault(w.kind, FAULT_COLORS[len(kinds) % len(FAULT_COLORS)])
         start = w.start - ctx.t0
         end = (w.end - ctx.t0) if w.end is not None else None
-        one_shot = w.kind in ("flush_redis", "restart_redis") and (end is None or end - start < 1.0)
+        one_shot = is_one_shot(w.kind) and (end is None or end - start < 1.0)
         if one_shot:
             ax.axvline(start, color="#636363", lw=1.5, ls="-.", zorder=1)
             handles.setdefault(w.kind, Line2D([], [], color="#636363", lw=1.5, ls="-.", label=f"fault: {w.kind}"))
@@ -97,13 +119,14 @@ def _thin(idx: np.ndarray, n: int = MAX_MARKERS) -> np.ndarray:
     return idx[np.linspace(0, len(idx) - 1, n).astype(int)]
 
 
-def plot_inflation(ctx: Context, infl: InflationResult, phantom: PhantomResult, path: Path) -> None:
+def plot_inflation(ctx: Context, infl: InflationResult, phantom: PhantomResult | None, path: Path) -> None:
     windows = fault_windows(ctx)
     with plt.rc_context(STYLE):
         fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(12.5, 9), sharex=True, constrained_layout=True)
         rd = infl.rounds
         t_max = max(float(rd["t_rel"].max()) if len(rd) else 0.0, ctx.t_load_end - ctx.t0)
-        ph = phantom.table.loc[phantom.table["phantom"]] if len(phantom.table) else phantom.table
+        table = phantom.table if phantom is not None else pd.DataFrame(columns=["phantom"])
+        ph = table.loc[table["phantom"].astype(bool)] if len(table) else table
         if len(rd):
             ax1.fill_between(rd["t_rel"], rd["true_low"], rd["true_high"], color=C_TRUE, alpha=0.3, lw=0,
                              label="true spend (ledger band)")
@@ -126,7 +149,7 @@ def plot_inflation(ctx: Context, infl: InflationResult, phantom: PhantomResult, 
         _money(ax1)
 
         rows = infl.rows
-        budgets = []
+        budgets: list[float] = []
         for i, code in enumerate(infl.worst_users):
             color = USER_COLORS[i % len(USER_COLORS)]
             u = rows.frame(rows.code == code, ctx.t0).sort_values("t")
@@ -152,7 +175,7 @@ def plot_inflation(ctx: Context, infl: InflationResult, phantom: PhantomResult, 
         ax2.set_title(f"Worst {len(infl.worst_users)} end user(s) by counter − true spend "
                       "(solid: counter, dashed: DB, band: true)")
         ax2.set_ylabel("spend per end user")
-        ax2.set_xlabel(f"seconds after load start ({ctx.t0_source})")
+        ax2.set_xlabel(X_LABEL)
         _money(ax2)
         for ax in (ax1, ax2):
             fault_handles = shade_faults(ax, ctx, windows, t_max)
@@ -195,7 +218,7 @@ def plot_rejections(ctx: Context, phantom: PhantomResult, path: Path) -> None:
                 ax.stairs(bottom + rate, edges, baseline=bottom.copy(), fill=True, color=color, lw=0,
                           label=f"{label} ({int(mask.sum()):,})")
                 bottom += rate
-        ax.set_xlabel(f"seconds after load start ({ctx.t0_source})")
+        ax.set_xlabel(X_LABEL)
         all_counts, _ = np.histogram(t, bins=edges)
         ok_counts, _ = np.histogram(t[cls == "ok"], bins=edges)
         ax.stairs(all_counts / width, edges, color="black", lw=2, label="requests / s (all)")

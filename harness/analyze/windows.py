@@ -38,10 +38,11 @@ def fault_windows(ctx: Context) -> list[Window]:
             open_[key] = w
             out.append(w)
         elif event == "end":
-            w = open_.pop(key, None)
-            if w is None:   # an end without its start (cut file head): the window ran from t0
-                w = Window(kind=str(row.kind), target=str(row.target), start=ctx.t0, end=None, note="")
-                out.append(w)
+            found = open_.pop(key) if key in open_ else None
+            if found is None:   # an end without its start (cut file head): the window ran from t0
+                found = Window(kind=str(row.kind), target=str(row.target), start=ctx.t0, end=None, note="")
+                out.append(found)
+            w = found
             w.end = float(row.t)
             if str(row.note) and not pd.isna(row.note):
                 w.note = f"{w.note}; {row.note}" if w.note else str(row.note)
