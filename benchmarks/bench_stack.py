@@ -111,7 +111,7 @@ def main() -> None:
     try:
         endpoints = stack.up(StackSpec(version=args.litellm, replicas=args.replicas, run_dir=state / "run"))
         up_s = time.monotonic() - t0
-        timings = stack.group.extra.get("timings", {})
+        timings = stack.facts().timings
         print(f"LiteLLM {args.litellm}, {args.replicas} replica(s): stack up in {up_s:.1f} s "
               f"(postgres+migrations {timings.get('postgres_s', 0):.1f} s, replicas healthy after "
               f"{timings.get('proxies_s', 0):.1f} s)")
@@ -122,8 +122,9 @@ def main() -> None:
         print(f"replica 0, {args.concurrency} concurrent non-streaming requests for {args.seconds:.0f} s: "
               f"{ok / args.seconds:.1f} req/s ok ({failed} failed), p50 {statistics.median(lat) * 1000:.0f} ms, "
               f"p99 {lat[int(len(lat) * 0.99) - 1] * 1000:.0f} ms")
+        pids = {p["name"]: p["pid"] for p in stack.facts().processes}
         for i in range(args.replicas):
-            proxy_mb, engine_mb = rss_split(stack.group.records[f"proxy-{i}"].pid)
+            proxy_mb, engine_mb = rss_split(pids[f"proxy-{i}"])
             print(f"replica {i}: RSS {proxy_mb:.0f} MB (LiteLLM) + {engine_mb:.0f} MB (Prisma engine stand-in)")
     finally:
         stack.down()

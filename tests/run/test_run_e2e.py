@@ -34,9 +34,9 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory):
                         console=Console(stderr=True, width=120))
     stack = LocalStack("e2e-run")
     yield code, out, stack
-    records = list(stack.group.records.values())
+    records = stack.facts().processes
     stack.down()
-    assert descendants_of_recorded([r.pgid for r in records]) == []
+    assert descendants_of_recorded([r["pgid"] for r in records]) == []
     os.environ.pop("HARNESS_STATE_DIR", None)
 
 
@@ -76,7 +76,7 @@ def test_meta_has_timings_and_no_secret(finished_run) -> None:
     assert meta["t_load_start"] < meta["t_load_end"] < meta["t_drain_end"]
     assert meta["t_drain_end"] - meta["t_load_end"] >= 20
     assert meta["litellm_version"] == "1.84.0" and meta["seed"] == 27639
-    key = stack.endpoints.master_key
+    key = stack.endpoints().master_key
     assert key
     for path in out.iterdir():
         if path.is_file() and path.suffix in (".json", ".csv", ".md", ".log", ".yaml", ".html"):
@@ -97,7 +97,7 @@ def test_walk_aways_leave_counters_above_db_spend_after_the_drain(finished_run) 
 
 def test_sampler_counters_match_direct_redis_reads(finished_run, tmp_path: Path) -> None:
     _, _, stack = finished_run
-    endpoints = stack.endpoints
+    endpoints = stack.endpoints()
     sampler = Sampler(endpoints.redis_direct_url, endpoints.postgres_dsn, tmp_path, 1.0)
     client = redis.Redis.from_url(endpoints.redis_direct_url)
     keys = list(client.scan_iter(match="spend:end_user:*", count=1000))
