@@ -9,6 +9,7 @@ from __future__ import annotations
 from harness.analyze.checker import Check
 from harness.analyze.checks.deflation import Deflation
 from harness.analyze.checks.drain import Drain
+from harness.analyze.checks.fault_coverage import FaultCoverage
 from harness.analyze.checks.inflation import Inflation
 from harness.analyze.checks.phantom import Phantom
 from harness.analyze.checks.sanity import Sanity
@@ -19,4 +20,5 @@ CHECKS: tuple[Check, ...] = (
     Phantom(),
     Drain(),
     Deflation(),
+    FaultCoverage(),
 )
