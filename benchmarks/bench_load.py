@@ -41,13 +41,12 @@ def bench_locust(url: str, key_file: Path, work: Path, users: int, seconds: int,
                      end_users=[f"eu-{i}" for i in range(100)], stream_share=stream_share, disconnect_share=0.2,
                      disconnect_after_chunks=(1, 3), client_timeout_s=10, prompt_chars=(40, 400), wait_s=(0, 0),
                      users=users, spawn_rate=users, duration_s=seconds)
-    group = ProcessGroup(run / ".state")
     cpu0 = _cpu_children()
+    handle = run_locust(cfg, run)
     try:
-        handle = run_locust(cfg, run, group)
         handle.wait(timeout=seconds + 60)
     finally:
-        group.stop_all()
+        handle.stop()
     cpu = _cpu_children() - cpu0
     stats = LiveStats(run).poll()
     n = stats["requests"]

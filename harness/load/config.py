@@ -1,16 +1,21 @@
 """`LoadConfig`: everything a Locust process needs, as a JSON file named by $HARNESS_LOAD_CONFIG.
 
-No secret is in it: the master key is read from `master_key_file` (mode 0600, outside the run folder).
+No secret is in it: the master key is read from `master_key_file`, a 0600 file outside the run folder (for
+`harness run`: harness.stack.base.master_key_file, in the stack's own state folder, which the run removes when
+the load ends and every backend's `down()` deletes).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from harness.scenario.model import Scenario
+    from harness.stack.base import Endpoints
 
 ENV_VAR = "HARNESS_LOAD_CONFIG"
 CONFIG_FILE = "load-config.json"
@@ -54,28 +59,25 @@ class LoadConfig:
     stop_timeout_s: float | None = None     # let in-flight requests finish at the end; None: client timeout
 
     @classmethod
-    def from_scenario(cls, scenario: Any, endpoints: Any, run_dir: Path,
+    def from_scenario(cls, scenario: Scenario, endpoints: Endpoints, run_dir: Path,
                       master_key_file: Path | None = None) -> LoadConfig:
-        """Built from a Scenario and the stack's Endpoints. Without `master_key_file` the key is written to a
-        private 0600 temp file (removed by the runner's handle when Locust ends)."""
+        """Built from a Scenario and the stack's Endpoints; `master_key_file` names the file holding the key."""
         s, mix = scenario, scenario.mix
-        if master_key_file is None and endpoints.master_key:
-            master_key_file = write_key_file(endpoints.master_key)
         return cls(
             run_dir=str(run_dir), proxy_urls=list(endpoints.proxy_urls),
             master_key_file=str(master_key_file) if master_key_file else None, model=s.model,
             end_users=s.end_users.ids(), pick=s.end_users.pick, hot_fraction=s.end_users.hot_fraction,
             hot_share=s.end_users.hot_share, stream_share=mix.stream_share, disconnect_share=mix.disconnect_share,
-            disconnect_after_chunks=tuple(mix.disconnect_after_chunks),
+            disconnect_after_chunks=mix.disconnect_after_chunks,
             disconnect_before_first_chunk_s=mix.disconnect_before_first_chunk_s,
             client_timeout_s=mix.client_timeout_s, max_tokens_choices=list(mix.max_tokens.choices),
             max_tokens_weights=None if mix.max_tokens.weights is None else list(mix.max_tokens.weights),
-            prompt_chars=tuple(mix.prompt_chars), retries_max=mix.retries.max,
+            prompt_chars=mix.prompt_chars, retries_max=mix.retries.max,
             retry_on_status=list(mix.retries.on_status), retry_backoff_s=mix.retries.backoff_s,
             first_requests=mix.first_requests.count, first_stream=mix.first_requests.stream,
             first_max_tokens=mix.first_requests.max_tokens,
             first_disconnect_after=mix.first_requests.disconnect_after_chunks,
-            wait_s=tuple(s.load.wait_s), seed=s.seed, users=s.load.users, spawn_rate=s.load.spawn_rate,
+            wait_s=s.load.wait_s, seed=s.seed, users=s.load.users, spawn_rate=s.load.spawn_rate,
             duration_s=s.load.duration_s, stages=[st.model_dump() for st in s.load.stages])
 
     def to_json(self) -> str:
@@ -100,14 +102,6 @@ class LoadConfig:
     @property
     def planned_duration_s(self) -> float:
         return sum(float(st["duration_s"]) for st in self.stages) if self.stages else self.duration_s
-
-
-def write_key_file(key: str) -> Path:
-    fd, name = tempfile.mkstemp(prefix="harness-master-key-")
-    os.fchmod(fd, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(key)
-    return Path(name)
 
 
 def load_from_env() -> LoadConfig:

@@ -1,4 +1,4 @@
-"""Start Locust as a recorded process group, stop it early, and count what it did while it runs."""
+"""Start Locust in its own process group, stop it early, and count what it did while it runs."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from typing import Any
 from harness.load.config import CONFIG_FILE, ENV_VAR, LoadConfig
 from harness.load.writer import open_appender
 from harness.run.runfolder import REQUESTS_FILE
-from harness.util.procs import ProcessGroup
+from harness.util.procs import stop_group
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 PROC_NAME = "locust"
@@ -44,60 +44,52 @@ def locust_command(config: LoadConfig, run_dir: Path, processes: int = 1) -> lis
 
 @dataclass
 class LocustHandle:
-    """The running Locust (master; with --processes its workers are in the same process group)."""
+    """The running Locust master, in its own process group (with --processes its workers are in it too)."""
 
     proc: subprocess.Popen[bytes]
-    group: ProcessGroup
     config: LoadConfig
     name: str = PROC_NAME
-    temp_key_file: Path | None = None
     started: float = field(default_factory=time.time)
 
+    @property
+    def pid(self) -> int:
+        """Also the process group id (started in its own session): what the stack tracks for `harness down`."""
+        return self.proc.pid
+
     def poll(self) -> int | None:
-        rc = self.proc.poll()
-        if rc is not None:
-            self._cleanup()
-        return rc
+        return self.proc.poll()
 
     @property
     def returncode(self) -> int | None:
         return self.proc.returncode
 
     def wait(self, timeout: float | None = None) -> int:
-        rc = self.proc.wait(timeout=timeout)
-        self._cleanup()
-        return rc
+        return self.proc.wait(timeout=timeout)
 
     def stop(self, timeout: float | None = None) -> int | None:
         """Stop early: SIGINT to Locust (users finish in-flight requests within --stop-timeout, then the CSVs
-        and the HTML report are written); the whole group is killed if it is still there after `timeout`."""
+        and the HTML report are written); the whole group is killed if it is still there after `timeout`.
+        Also reaps what is left of the group after a normal exit (forked workers)."""
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.proc.pid, signal.SIGINT)
             if timeout is None:
                 timeout = (self.config.stop_timeout_s or self.config.client_timeout_s) + 20
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        self.group.stop(self.name, timeout=10)
-        self._cleanup()
+        stop_group(self.proc.pid, timeout=10)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
         return self.proc.returncode
 
-    def _cleanup(self) -> None:
-        if self.temp_key_file is not None:
-            self.temp_key_file.unlink(missing_ok=True)
-            self.temp_key_file = None
 
-
-def run_locust(config: LoadConfig, run_dir: Path, group: ProcessGroup, processes: int = 1,
-               stages: list[dict[str, float]] | None = None, extra_env: dict[str, str] | None = None,
-               temp_key_file: bool | None = None) -> LocustHandle:
+def run_locust(config: LoadConfig, run_dir: Path, processes: int = 1, stages: list[dict[str, float]] | None = None,
+               extra_env: dict[str, str] | None = None) -> LocustHandle:
     """Start Locust headless for the config's shape (users/spawn rate/duration, or stages) and return at once.
 
-    The config (no secrets) goes to <run>/load-config.json; requests.csv is created with its header first.
-    `temp_key_file`: remove the config's master key file when Locust ends (default: when it is a temp file
-    written by LoadConfig.from_scenario).
+    Locust runs in its own session (a Ctrl-C at the terminal does not reach it: the caller stops it with
+    `LocustHandle.stop()`, which lets in-flight requests finish). The config (no secrets: the key is in
+    `config.master_key_file`) goes to <run>/load-config.json; requests.csv is created with its header first.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     if stages is not None:
@@ -106,11 +98,11 @@ def run_locust(config: LoadConfig, run_dir: Path, group: ProcessGroup, processes
     open_appender(run_dir / REQUESTS_FILE).close()
     env = {**os.environ, ENV_VAR: str(config_path), "PYTHONUNBUFFERED": "1", **(extra_env or {})}
     cmd = locust_command(config, run_dir, processes)
-    proc = group.start(PROC_NAME, cmd, log=run_dir / LOCUST_LOG, env=env, cwd=run_dir)
-    key = Path(config.master_key_file) if config.master_key_file else None
-    if temp_key_file is None:
-        temp_key_file = key is not None and key.name.startswith("harness-master-key-")
-    return LocustHandle(proc=proc, group=group, config=config, temp_key_file=key if temp_key_file else None)
+    with open(run_dir / LOCUST_LOG, "ab") as log_fh:
+        proc = subprocess.Popen(  # noqa: S603 - the command is built above
+            cmd, stdout=log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=run_dir,
+            start_new_session=True)
+    return LocustHandle(proc=proc, config=config)
 
 
 class LiveStats:

@@ -1,31 +1,51 @@
-"""`harness run SCENARIO`: stack up, budgets, load + faults + sampler, drain, stack down, analysis.
+"""`harness run SCENARIO`: Jepsen's `run!` skeleton over one run context.
 
-Everything a later stage needs is written to the run folder as it happens (layout: harness/run/runfolder.py).
+1. Validate everything (scenario file and overrides, LiteLLM version, backend, the capabilities the fault
+   windows need, `--reuse`'s running stack, a new run folder). Bad input raises HarnessError before anything
+   exists: no process started, NO run folder.
+2. Create the run folder (scenario.yaml, meta.json) and bring the stack up (or reuse the running one).
+3. Thread one RunContext through the stages (harness/run/stages.py): start them in order, wait while one is
+   busy (the load) with a live table, stop them in reverse order on every exit path (normal end, Ctrl-C /
+   SIGTERM, an error). The drain is the drain stage's stop, after the load's and the nemesis's.
+4. The stack goes down (unless --keep / --reuse) and its state is forgotten: last, whatever happened.
+5. Analysis, when a load ran and nothing failed (also after Ctrl-C: the drain still ran).
+
+meta.json's `status` goes starting → stack up → load → drain → done (or interrupted / failed, with `failed_at`
+naming the step and `error` the exception); `status_history` keeps every step with its time. Everything a later
+stage needs is written to the run folder as it happens (layout: harness/run/runfolder.py).
+
+The stage list, the stack factory, the clock and the analyzer are parameters, so the whole skeleton runs in
+unit tests with tests/conftest.py's FakeStack and fake stages.
 """
 
 from __future__ import annotations
 
-import json
+import os
 import platform
 import shlex
-import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.live import Live
-from rich.table import Table
+from rich.markup import escape
 
 from harness import __version__
 from harness.errors import HarnessError, Interrupted
 from harness.litellm import versions
 from harness.paths import results_dir
-from harness.run.budgets import create_end_users
-from harness.run.runfolder import META_FILE, SCENARIO_FILE, new_run_id
+from harness.run.context import Clock, RunContext
+from harness.run.progress import progress_table
+from harness.run.runfolder import META_FILE, SCENARIO_FILE, MetaWriter, new_run_id
+from harness.run.stages import Stage, default_stages
 from harness.scenario.model import Scenario, load_scenario
-from harness.stack.base import Endpoints, StackSpec
-from harness.util.fsutil import atomic_write_text
+from harness.stack.base import Endpoints, Stack, StackSpec
+
+StackFactory = Callable[[str, str], Stack]      # (backend, stack name) -> an unstarted Stack
+Analyzer = Callable[[Path, Console], int]       # run folder -> exit code
+POLL_S = 0.5
 
 
 @dataclass
@@ -43,23 +63,8 @@ class RunOptions:
     analyze: bool = True
 
 
-class MetaWriter:
-    """meta.json, rewritten atomically whenever something is learned (never holds secrets)."""
-
-    def __init__(self, path: Path, initial: dict[str, Any]) -> None:
-        self.path = path
-        self.data = dict(initial)
-        self.write()
-
-    def update(self, **fields: Any) -> None:
-        self.data.update(fields)
-        self.write()
-
-    def write(self) -> None:
-        atomic_write_text(self.path, json.dumps(self.data, indent=2, default=str))
-
-
 def resolve_scenario(path: Path, opts: RunOptions) -> Scenario:
+    """The scenario with the command line's overrides, its LiteLLM version checked (HarnessError if bad)."""
     overrides: dict[str, Any] = {"litellm": opts.litellm, "backend": opts.backend, "replicas": opts.replicas,
                                  "seed": opts.seed}
     scenario = load_scenario(path, overrides)
@@ -68,13 +73,54 @@ def resolve_scenario(path: Path, opts: RunOptions) -> Scenario:
         scenario.load.stages = []
     if opts.processes > 1:
         scenario.load.processes = opts.processes
-    versions.resolve(scenario.litellm)
-    if scenario.litellm_settings.disable_budget_reservation is not None:
-        lv = versions.resolve(scenario.litellm)
-        if not lv.has_disable_budget_reservation:
-            raise HarnessError(f"{path}: litellm_settings.disable_budget_reservation needs LiteLLM 1.89.1 or newer "
-                               f"(scenario runs {scenario.litellm})", "remove the setting or pick a newer version")
+    lv = versions.resolve(scenario.litellm)
+    if scenario.litellm_settings.disable_budget_reservation is not None and not lv.has_disable_budget_reservation:
+        raise HarnessError(f"{path}: litellm_settings.disable_budget_reservation needs LiteLLM 1.89.1 or newer "
+                           f"(scenario runs {scenario.litellm})", "remove the setting or pick a newer version")
     return scenario
+
+
+@dataclass
+class Prepared:
+    """Everything validated, nothing created yet (no run folder, nothing started)."""
+
+    scenario: Scenario
+    run_id: str
+    run_dir: Path
+    stack: Stack
+    reused: Endpoints | None     # the running stack's endpoints with --reuse, else None: bring one up
+
+
+def prepare(path: Path, opts: RunOptions, stack_factory: StackFactory) -> Prepared:
+    """Step 1: every check that can refuse the run, before the run folder exists."""
+    from harness.nemesis.registry import check_capabilities
+
+    scenario = resolve_scenario(path, opts)
+    run_id = new_run_id(scenario.name, scenario.litellm)
+    run_dir = (opts.out or results_dir() / run_id).resolve()
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise HarnessError(f"run folder {run_dir} exists and is not empty", "pass another --out")
+    stack_name = opts.stack_name or ("default" if opts.reuse else f"run-{run_id}")
+    stack = stack_factory(scenario.backend, stack_name)      # refuses an unknown or unimplemented backend
+    try:
+        check_capabilities(scenario.faults, stack)
+        reused = _running_endpoints(stack, scenario) if opts.reuse else None
+    except HarnessError:
+        if not opts.reuse:
+            stack.forget()     # a backend may have made an (empty) state folder for the new stack
+        raise
+    return Prepared(scenario, run_id, run_dir, stack, reused)
+
+
+def _running_endpoints(stack: Stack, scenario: Scenario) -> Endpoints:
+    endpoints = stack.endpoints() if stack.is_running() else None
+    if endpoints is None:
+        raise HarnessError(f"--reuse: no running {stack.backend} stack named '{stack.name}'",
+                           "start one with `harness up` (or run without --reuse)")
+    if endpoints.version != scenario.litellm:
+        raise HarnessError(f"--reuse: the running stack is LiteLLM {endpoints.version}, the scenario wants "
+                           f"{scenario.litellm}", "run without --reuse or pass --litellm")
+    return endpoints
 
 
 def _command_line(path: Path, opts: RunOptions, scenario: Scenario) -> str:
@@ -88,165 +134,166 @@ def _command_line(path: Path, opts: RunOptions, scenario: Scenario) -> str:
     return shlex.join(parts)
 
 
-def _progress_table(scenario: Scenario, t_start: float, planned: float, stats: dict[str, Any],
-                    phase: str, max_gap: float | None) -> Table:
-    table = Table.grid(padding=(0, 2))
-    elapsed = time.time() - t_start
-    table.add_row(f"[bold]{scenario.name}[/] on LiteLLM {scenario.litellm} × {scenario.replicas}",
-                  f"{phase}: {elapsed:5.0f} s / {planned:.0f} s")
-    table.add_row(f"requests {stats.get('requests', 0):>7}   ok {stats.get('ok', 0):>7}",
-                  f"budget rejections {stats.get('budget_rejections', 0):>6}   errors {stats.get('errors', 0):>6}")
-    gap = "–" if max_gap is None else f"${max_gap:,.4f}"
-    table.add_row("largest Redis counter − DB spend (one end user)", gap)
-    return table
-
-
-def run_scenario(path: Path, opts: RunOptions, console: Console) -> int:
-    scenario = resolve_scenario(path, opts)
-    run_id = new_run_id(scenario.name, scenario.litellm)
-    run_dir = (opts.out or results_dir() / run_id).resolve()
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise HarnessError(f"run folder {run_dir} exists and is not empty", "pass another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / SCENARIO_FILE).write_text(scenario.dump_yaml())
-    meta = MetaWriter(run_dir / META_FILE, {
-        "run_id": run_id, "scenario": scenario.name, "scenario_file": str(path), "litellm_version": scenario.litellm,
-        "replicas": scenario.replicas, "backend": scenario.backend, "seed": scenario.seed,
-        "expect": scenario.expectation_for(scenario.litellm), "harness_version": __version__,
-        "python": platform.python_version(), "machine": {"cpus": _cpus(), "platform": platform.platform()},
-        "command": _command_line(path, opts, scenario), "t_created": time.time(), "status": "starting"})
-    console.print(f"run folder: {run_dir}")
-
+def _default_stack_factory(backend: str, name: str) -> Stack:
     from harness.stack.backends import make_stack
 
-    stack_name = opts.stack_name or ("default" if opts.reuse else f"run-{run_id}")
-    stack = make_stack(scenario.backend, stack_name)
-    interrupted = False
-    started_stack = False
-    try:
-        if opts.reuse:
-            endpoints = getattr(stack, "endpoints", None)
-            if endpoints is None or not stack_is_running(stack):
-                raise HarnessError(f"--reuse: no running stack named '{stack_name}'", "start one with `harness up`")
-            if endpoints.version != scenario.litellm:
-                raise HarnessError(f"--reuse: the running stack is LiteLLM {endpoints.version}, the scenario wants "
-                                   f"{scenario.litellm}", "run without --reuse or pass --litellm")
-        else:
-            t0 = time.time()
-            started_stack = True
-            endpoints = stack.up(StackSpec.from_scenario(scenario, run_dir), console=console)
-            meta.update(t_stack_up=time.time() - t0)
-        meta.update(endpoints=endpoints.public(), status="stack up",
-                    **_stack_facts(stack))
-        counts = create_end_users(scenario, endpoints)
-        meta.update(end_users_created=counts)
-        interrupted = _experiment(scenario, stack, endpoints, run_dir, meta, console)
-    except (KeyboardInterrupt, Interrupted):
-        interrupted = True
-        meta.update(status="interrupted")
-        console.print("[yellow]interrupted[/]")
-    finally:
-        if started_stack and not opts.keep:
-            _collect_processes(stack, meta)
-            console.print("stopping the stack …")
-            stack.down()
-            forget = getattr(stack, "forget", None)
-            if callable(forget):
-                forget()
-        elif opts.keep:
-            console.print(f"stack '{stack_name}' left running (`harness down --name {stack_name}`)")
-    meta.update(status="interrupted" if interrupted else "done", t_finished=time.time())
-    if not opts.analyze:
-        return 0
+    return make_stack(backend, name)
+
+
+def _default_analyzer(run_dir: Path, console: Console) -> int:
     from harness.analyze import analyze_cli
 
     return analyze_cli(run_dir, console=console)
 
 
-def stack_is_running(stack: Any) -> bool:
-    check = getattr(stack, "is_running", None)
-    return bool(check()) if callable(check) else True
+def run_scenario(path: Path, opts: RunOptions, console: Console, *, stack_factory: StackFactory | None = None,
+                 stages: Callable[[], Sequence[Stage]] = default_stages, clock: Clock | None = None,
+                 analyzer: Analyzer | None = None) -> int:
+    """Run one scenario end to end; returns the analysis' exit code (0 without analysis).
 
+    Raises HarnessError for bad input (nothing created), re-raises a stage's error after every stop ran and the
+    stack went down, raises Interrupted when interrupted before the load started (nothing to analyse).
+    """
+    prep = prepare(path, opts, stack_factory or _default_stack_factory)
+    scenario, run_dir, stack = prep.scenario, prep.run_dir, prep.stack
+    clock = clock or Clock()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / SCENARIO_FILE).write_text(scenario.dump_yaml())
+    meta = MetaWriter(run_dir / META_FILE, {
+        "run_id": prep.run_id, "scenario": scenario.name, "scenario_file": str(path),
+        "litellm_version": scenario.litellm, "replicas": scenario.replicas, "backend": scenario.backend,
+        "stack": stack.name, "seed": scenario.seed, "expect": scenario.expectation_for(scenario.litellm),
+        "harness_version": __version__, "python": platform.python_version(),
+        "machine": {"cpus": os.cpu_count() or 1, "platform": platform.platform()},
+        "command": _command_line(path, opts, scenario), "t_created": clock.time(), "status": "starting"})
+    console.print(f"run folder: {run_dir}", soft_wrap=True, highlight=False)
 
-def _stack_facts(stack: Any) -> dict[str, Any]:
-    extra = getattr(getattr(stack, "group", None), "extra", {}) or {}
-    return {k: extra[k] for k in ("redis_version", "postgres_version", "timings") if k in extra}
-
-
-def _collect_processes(stack: Any, meta: MetaWriter) -> None:
-    procs = getattr(stack, "processes", None)
-    if callable(procs):
-        try:
-            meta.update(processes=procs())
-        except Exception:  # noqa: BLE001 - figures only
-            pass
-
-
-def _cpus() -> int:
-    import os
-
-    return os.cpu_count() or 1
-
-
-def _experiment(scenario: Scenario, stack: Any, endpoints: Endpoints, run_dir: Path, meta: MetaWriter,
-                console: Console) -> bool:
-    """Load + faults + sampler, then the drain. Returns True when interrupted (the drain still ran)."""
-    from harness.load.launch import LiveStats, LoadConfig, run_locust
-    from harness.nemesis.schedule import Nemesis
-    from harness.run.sampler import Sampler
-    from harness.util.procs import ProcessGroup
-
-    # Locust is recorded in the stack's own state file when it has one, so `harness down` finds it too.
-    group = getattr(stack, "group", None) or ProcessGroup(run_dir / ".load-state")
-    sampler = Sampler(endpoints.redis_direct_url, endpoints.postgres_dsn, run_dir, scenario.sampling.interval_s,
-                      namespace=endpoints.redis_namespace)
-    nemesis = Nemesis(scenario.faults, stack, endpoints, run_dir)
-    config = LoadConfig.from_scenario(scenario, endpoints, run_dir)
-    live = LiveStats(run_dir)
-    planned = scenario.load.planned_duration_s
-    interrupted = False
-    from harness.run.cpu import CpuMeter
-
-    cpu = CpuMeter({rec.name: rec.pid for rec in getattr(group, "records", {}).values()})
-    sampler.start()
-    cpu.start()
-    t_load_start = time.time()
-    meta.update(t_load_start=t_load_start, status="load")
-    nemesis.start(t_load_start)
-    handle = run_locust(config, run_dir, group, processes=scenario.load.processes)
+    ctx: RunContext | None = None
+    started_stack = prep.reused is None
+    step = "stack.up"
     try:
-        with Live(console=console, refresh_per_second=2, transient=False) as display:
-            while handle.poll() is None:
-                display.update(_progress_table(scenario, t_load_start, planned, live.poll(), "load",
-                                               getattr(sampler, "max_counter_minus_db", None)))
-                time.sleep(0.5)
-    except (KeyboardInterrupt, Interrupted):
-        interrupted = True
-        console.print("[yellow]interrupted: stopping the load, then draining[/]")
-        stop = getattr(handle, "stop", None)
-        if callable(stop):
-            stop()
+        if prep.reused is None:
+            t0 = clock.time()
+            endpoints = stack.up(StackSpec.from_scenario(scenario, run_dir), console=console)
+            meta.update(t_stack_up=clock.time() - t0)
+        else:
+            endpoints = prep.reused
+        step = "stack.facts"
+        facts = stack.facts()
+        meta.update(endpoints=endpoints.public(), status="stack up", redis_version=facts.redis_version,
+                    postgres_version=facts.postgres_version, timings=facts.timings)
+        ctx = RunContext(scenario=scenario, run_id=prep.run_id, run_dir=run_dir, stack=stack, endpoints=endpoints,
+                         meta=meta, console=console, clock=clock, processes=scenario.load.processes)
+        run_stages(ctx, stages())
+    except (KeyboardInterrupt, Interrupted):     # while the stack came up (the stages handle their own)
+        meta.update(status="interrupted", t_finished=clock.time())
+        raise
+    except Exception as exc:
+        if ctx is None:     # the stages record their own failure
+            meta.update(status="failed", failed_at=step, error=_describe(exc))
+        meta.update(t_finished=clock.time())
+        raise
     finally:
-        if handle.poll() is None:
-            handle.stop()
-        group.stop(handle.name, timeout=10)
-        # the load ended here; ending the fault windows (e.g. waiting for a killed replica to be healthy
-        # again) is part of the drain, which must stay under the 60 s counter TTL
-        t_load_end = time.time()
-        nemesis.stop()
-    meta.update(t_load_end=t_load_end, status="drain", load_exit_code=handle.poll(), cpu_during_load=cpu.stop(),
-                sampler={"samples": sampler.samples, "errors": sampler.errors,
-                         "last_duration_ms": round((sampler.last_duration_s or 0) * 1000, 1)})
-    # The drain: in-flight requests have ended (Locust exited); keep sampling past the DB batch-write
-    # interval (and under the 60 s counter TTL) so the final reconciliation has data.
-    console.print(f"draining for {scenario.drain_s:.0f} s (sampling continues) …")
-    drain_end = t_load_end + scenario.drain_s
+        _finish_stack(stack, meta, console, stop=started_stack and not opts.keep)
+
+    assert ctx is not None      # every path that leaves ctx None raised above
+    if ctx.outcome == "interrupted" and ctx.t_load_start is None:
+        meta.update(status="interrupted", t_finished=clock.time())
+        raise Interrupted("interrupted before the load started")
+    meta.update(status="interrupted" if ctx.outcome == "interrupted" else "done", t_finished=clock.time())
+    if not opts.analyze:
+        return 0
+    return (analyzer or _default_analyzer)(run_dir, console)
+
+
+def _finish_stack(stack: Stack, meta: MetaWriter, console: Console, stop: bool) -> None:
+    """Step 4: the processes' final figures into meta.json, then the stack down and forgotten (when ours)."""
     try:
-        while time.time() < drain_end:
-            time.sleep(min(0.5, max(0.0, drain_end - time.time())))
+        meta.update(processes=stack.facts().processes)
+    except Exception as exc:  # noqa: BLE001 - figures only; must not hide the error being raised, if any
+        meta.update(processes_error=_describe(exc))
+    if stop:
+        console.print("stopping the stack …")
+        stack.down()
+        stack.forget()
+    else:
+        console.print(f"stack '{stack.name}' left running (`harness down --name {stack.name}`)", soft_wrap=True)
+
+
+def run_stages(ctx: RunContext, stages: Sequence[Stage]) -> None:
+    """Step 3. Interrupts end in ctx.outcome = "interrupted" (not raised); an error is recorded in meta.json
+    (status failed, failed_at, error) and re-raised once every started stage has stopped."""
+    started: list[Stage] = []
+    step = ""
+    error: Exception | None = None
+    try:
+        for stage in stages:
+            step = f"{stage.name}.start"
+            started.append(stage)       # stopped even if its start raises: stop() undoes a partial start
+            stage.start(ctx)
+        step = "load"
+        _wait_while_busy(ctx, started)
     except (KeyboardInterrupt, Interrupted):
-        interrupted = True
-    sampler.sample_once()
-    sampler.stop()
-    meta.update(t_drain_end=time.time(), requests_seen=live.poll())
-    return interrupted
+        ctx.outcome = "interrupted"
+        ctx.meta.update(status="interrupted")
+        ctx.say("[yellow]interrupted: stopping the load, then draining[/]")
+    except Exception as exc:
+        error = exc
+        _fail(ctx, step, exc)
+    finally:
+        stop_error = _stop_all(ctx, started)
+    if error is not None:
+        raise error
+    if stop_error is not None:
+        raise stop_error
+
+
+def _stop_all(ctx: RunContext, started: list[Stage]) -> Exception | None:
+    """Stop in reverse order; each stop runs whatever the previous one did. Returns the first stop error."""
+    first: Exception | None = None
+    for stage in reversed(started):
+        try:
+            stage.stop(ctx)
+        except (KeyboardInterrupt, Interrupted):
+            if ctx.outcome == "running":
+                ctx.outcome = "interrupted"
+                ctx.meta.update(status="interrupted")
+        except Exception as exc:
+            ctx.meta.update(stop_errors=[*ctx.meta.data.get("stop_errors", []),
+                                         f"{stage.name}.stop: {_describe(exc)}"])
+            if ctx.outcome != "failed":
+                _fail(ctx, f"{stage.name}.stop", exc)
+                first = exc
+    return first
+
+
+def _fail(ctx: RunContext, step: str, exc: Exception) -> None:
+    ctx.outcome = "failed"
+    ctx.meta.update(status="failed", failed_at=step, error=_describe(exc))
+    ctx.say(f"[red]{step} failed:[/] {escape(_describe(exc))} — stopping everything")
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _wait_while_busy(ctx: RunContext, stages: Sequence[Stage]) -> None:
+    """Poll the stages until none is busy, showing the live table (redrawn in a terminal; in a log, once)."""
+    planned = ctx.scenario.load.planned_duration_s
+
+    def table() -> Any:
+        stats: dict[str, Any] = {}
+        for stage in stages:
+            stats.update(stage.progress())
+        now = ctx.clock.time()
+        return progress_table(ctx.scenario, "load", now - (ctx.t_load_start or now), planned, stats)
+
+    try:
+        with Live(table(), console=ctx.console, refresh_per_second=2, transient=False) as display:
+            while any([stage.busy(ctx) for stage in stages]):   # every stage polled (a list, not a generator)
+                display.update(table())
+                ctx.clock.sleep(POLL_S)
+            display.update(table())
+    finally:
+        if not ctx.console.is_terminal:
+            ctx.console.line()      # rich ends its final render without a newline when it is not a terminal

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+
+from harness.util.fsutil import atomic_write_text
 
 SCENARIO_FILE = "scenario.yaml"      # the resolved scenario
 META_FILE = "meta.json"              # versions, seed, backend, timings; never secrets
@@ -132,6 +135,35 @@ def _cell(value: object) -> object:
     if isinstance(value, float):
         return repr(value)
     return value
+
+
+class MetaWriter:
+    """meta.json, rewritten atomically whenever something is learned (never holds secrets).
+
+    Every `status` change is also appended to `status_history` ([epoch s, status] pairs), so a run that died
+    shows how far it got.
+    """
+
+    def __init__(self, path: Path, initial: Mapping[str, Any]) -> None:
+        self.path = path
+        self.data: dict[str, Any] = dict(initial)
+        self.data.setdefault("status_history", [])
+        if "status" in self.data:
+            self.data["status_history"].append([time.time(), self.data["status"]])
+        self.write()
+
+    def update(self, **fields: Any) -> None:
+        if "status" in fields and fields["status"] != self.data.get("status"):
+            self.data["status_history"].append([time.time(), fields["status"]])
+        self.data.update(fields)
+        self.write()
+
+    @property
+    def statuses(self) -> list[str]:
+        return [status for _, status in self.data["status_history"]]
+
+    def write(self) -> None:
+        atomic_write_text(self.path, json.dumps(self.data, indent=2, default=str))
 
 
 def new_run_id(scenario_name: str, version: str) -> str:

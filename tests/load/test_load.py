@@ -17,7 +17,7 @@ from harness.load.config import LoadConfig
 from harness.load.launch import LiveStats, run_locust
 from harness.run.runfolder import REQUESTS_COLUMNS, REQUESTS_FILE
 from harness.util.ports import free_port
-from harness.util.procs import ProcessGroup, http_ok, wait_until
+from harness.util.procs import ProcessGroup, group_alive, http_ok, wait_until
 
 KEY = "sk-test-" + os.urandom(8).hex()
 
@@ -75,12 +75,12 @@ def _log(logs: list[Path]) -> dict[tuple[str, int], dict[str, object]]:
 
 
 def _run(cfg: LoadConfig, run_dir: Path, processes: int = 1) -> int:
-    group = ProcessGroup(run_dir / ".load-state")
+    handle = run_locust(cfg, run_dir, processes=processes)
     try:
-        handle = run_locust(cfg, run_dir, group, processes=processes)
         return handle.wait(timeout=60)
     finally:
-        group.stop_all()
+        handle.stop()
+        assert not group_alive(handle.pid)
 
 
 def test_locust_run_rows_disconnects_and_budget_text(fakes: tuple[list[str], list[Path], Path],
@@ -160,10 +160,9 @@ def test_stop_early_with_two_processes(fakes: tuple[list[str], list[Path], Path]
     urls, _, key_file = fakes
     run = tmp_path / "run"
     cfg = _config(urls, key_file, run, end_users=["eu-1"], duration_s=120, users=6, stop_timeout_s=5)
-    group = ProcessGroup(run / ".load-state")
     live = LiveStats(run)
+    handle = run_locust(cfg, run, processes=2)
     try:
-        handle = run_locust(cfg, run, group, processes=2)
         deadline = time.monotonic() + 60
         while live.poll()["requests"] < 40 and time.monotonic() < deadline:
             assert handle.poll() is None
@@ -171,8 +170,9 @@ def test_stop_early_with_two_processes(fakes: tuple[list[str], list[Path], Path]
         t0 = time.monotonic()
         handle.stop()
         assert time.monotonic() - t0 < 30
+        assert not group_alive(handle.pid)          # the master and both workers are gone
     finally:
-        group.stop_all()
+        handle.stop()
     rows = _rows(run)                               # header once, no torn lines across the two workers
     assert len(rows) >= 40 and all(None not in r.values() and len(r) == len(REQUESTS_COLUMNS) for r in rows)
     assert all(len(r["request_id"]) == 32 for r in rows)

@@ -1,0 +1,209 @@
+"""The stages of one experiment, each a start/stop pair over the run context (Jepsen's `run!` resources).
+
+The runner (harness/run/experiment.py) starts the stages in list order once the stack is up, waits while any
+stage is `busy` (the load, until Locust exits), then stops them in REVERSE order on every exit path: normal
+end, Ctrl-C/SIGTERM, an error. A stage is stopped once its start was called, even when the start raised, so
+`stop` must undo a partial start and be harmless after none. Stages talk to the rest only through the context,
+meta.json and the run folder's files.
+
+The default order and why: budgets (end users must exist before the first request), sampler (samples from
+before the first request), drain (its stop — the wait after the load, sampling on — must come after the
+load's and the nemesis's stops and before the sampler's), CPU meter (measures the load and the end of the
+fault windows), nemesis (windows are timed from the load start), load (Locust).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from harness.errors import Interrupted
+from harness.stack.base import master_key_file, write_master_key_file
+
+if TYPE_CHECKING:
+    from harness.load.launch import LiveStats, LocustHandle
+    from harness.nemesis.schedule import Nemesis
+    from harness.run.context import RunContext
+    from harness.run.cpu import CpuMeter
+    from harness.run.sampler import Sampler
+
+
+class Stage:
+    """One start/stop pair. `busy` holds the run open; `progress` feeds the live table."""
+
+    name = "stage"
+
+    def start(self, ctx: RunContext) -> None:
+        """Begin; may raise (HarnessError for a problem the user can fix). `stop` still follows."""
+
+    def busy(self, ctx: RunContext) -> bool:
+        """True while this stage keeps the run going (polled every 0.5 s after every stage started)."""
+        return False
+
+    def progress(self) -> dict[str, Any]:
+        """Figures for the live table (keys: harness.run.progress.FIELDS)."""
+        return {}
+
+    def stop(self, ctx: RunContext) -> None:
+        """End what start began (also after a partial or failed start); record results in ctx.meta."""
+
+
+class BudgetsStage(Stage):
+    """End users and their budgets, before the first request (harness/run/budgets.py)."""
+
+    name = "budgets"
+
+    def start(self, ctx: RunContext) -> None:
+        from harness.run.budgets import create_end_users
+
+        ctx.meta.update(end_users_created=create_end_users(ctx.scenario, ctx.endpoints))
+
+
+class SamplerStage(Stage):
+    """samples.csv every `sampling.interval_s` from before the load to after the drain, plus one last sample."""
+
+    name = "sampler"
+
+    def __init__(self) -> None:
+        self.sampler: Sampler | None = None
+
+    def start(self, ctx: RunContext) -> None:
+        from harness.run.sampler import Sampler
+
+        ep = ctx.endpoints
+        self.sampler = Sampler(ep.redis_direct_url, ep.postgres_dsn, ctx.run_dir, ctx.scenario.sampling.interval_s,
+                               namespace=ep.redis_namespace)
+        self.sampler.start()
+
+    def progress(self) -> dict[str, Any]:
+        return {} if self.sampler is None else {"max_counter_minus_db": self.sampler.max_counter_minus_db}
+
+    def stop(self, ctx: RunContext) -> None:
+        if self.sampler is None:
+            return
+        sampler, self.sampler = self.sampler, None
+        sampler.sample_once()       # the drain check reads the last sample after the drain
+        sampler.stop()
+        ctx.meta.update(sampler={"samples": sampler.samples, "errors": sampler.errors,
+                                 "last_error": sampler.last_error,
+                                 "last_duration_ms": round((sampler.last_duration_s or 0) * 1000, 1)})
+
+
+class DrainStage(Stage):
+    """After the load: keep sampling for `drain_s` (past the DB batch-write interval, under the 60 s counter
+    TTL) so the final reconciliation has data. Only when a load ran and the run did not fail; a second Ctrl-C
+    cuts it short."""
+
+    name = "drain"
+
+    def stop(self, ctx: RunContext) -> None:
+        if ctx.t_load_end is None or ctx.outcome == "failed":
+            return
+        ctx.meta.update(status="drain")
+        ctx.say(f"draining for {ctx.scenario.drain_s:.0f} s (sampling continues) …")
+        drain_end = ctx.t_load_end + ctx.scenario.drain_s
+        try:
+            while (left := drain_end - ctx.clock.time()) > 0:
+                ctx.clock.sleep(min(0.5, left))
+        except (KeyboardInterrupt, Interrupted):
+            ctx.outcome = "interrupted"
+            ctx.say("interrupted again: drain cut short")
+        ctx.meta.update(t_drain_end=ctx.clock.time())
+
+
+class CpuStage(Stage):
+    """CPU seconds of each stack process, Locust and the harness while the load (and the fault ends) ran."""
+
+    name = "cpu"
+
+    def __init__(self) -> None:
+        self.meter: CpuMeter | None = None
+
+    def start(self, ctx: RunContext) -> None:
+        from harness.run.cpu import CpuMeter
+
+        # containers have no host pid in facts(): they are not measured here
+        pids = {str(p["name"]): int(p["pid"]) for p in ctx.stack.facts().processes
+                if isinstance(p.get("pid"), int)}
+        self.meter = CpuMeter(pids)
+        self.meter.start()
+
+    def stop(self, ctx: RunContext) -> None:
+        if self.meter is not None:
+            ctx.meta.update(cpu_during_load=self.meter.stop())
+            self.meter = None
+
+
+class NemesisStage(Stage):
+    """The scenario's fault windows, timed from the load start (harness/nemesis/schedule.py).
+
+    Its errors (a fault that could not be done or undone) go to meta.json as `nemesis_errors` once it stopped:
+    the analyzer must know a fault did not happen as planned. Stopping ends open windows (a killed replica is
+    restarted and waited for), which is part of the drain: it stays under the counter TTL.
+    """
+
+    name = "nemesis"
+
+    def __init__(self) -> None:
+        self.nemesis: Nemesis | None = None
+
+    def start(self, ctx: RunContext) -> None:
+        from harness.nemesis.schedule import Nemesis
+
+        self.nemesis = Nemesis(ctx.scenario.faults, ctx.stack, ctx.endpoints, ctx.run_dir, clock=ctx.clock.time)
+        self.nemesis.start(ctx.load_started())
+
+    def stop(self, ctx: RunContext) -> None:
+        if self.nemesis is None:
+            return
+        nemesis, self.nemesis = self.nemesis, None
+        nemesis.stop()
+        ctx.meta.update(nemesis_errors=list(nemesis.errors))
+
+
+class LoadStage(Stage):
+    """Locust against the proxies (harness/load), tracked by the stack so `harness down` stops it too.
+
+    The master key reaches Locust in a 0600 file in the stack's own state folder (never the system temp
+    folder); this stage deletes it when Locust has stopped, and every backend's `down()` deletes it too, so a
+    SIGKILLed harness leaves it at most until `harness down`.
+    """
+
+    name = "load"
+
+    def __init__(self) -> None:
+        self.handle: LocustHandle | None = None
+        self.live: LiveStats | None = None
+
+    def start(self, ctx: RunContext) -> None:
+        from harness.load.config import LoadConfig
+        from harness.load.launch import LiveStats, run_locust
+
+        key_file = write_master_key_file(ctx.stack.name, ctx.endpoints.master_key)
+        config = LoadConfig.from_scenario(ctx.scenario, ctx.endpoints, ctx.run_dir, master_key_file=key_file)
+        self.live = LiveStats(ctx.run_dir)
+        ctx.load_started()
+        self.handle = run_locust(config, ctx.run_dir, processes=ctx.processes)
+        ctx.stack.track(self.handle.name, self.handle.pid)
+
+    def busy(self, ctx: RunContext) -> bool:
+        return self.handle is not None and self.handle.poll() is None
+
+    def progress(self) -> dict[str, Any]:
+        return {} if self.live is None else dict(self.live.poll())
+
+    def stop(self, ctx: RunContext) -> None:
+        try:
+            if self.handle is not None:
+                if self.handle.poll() is None:
+                    ctx.say("stopping the load (in-flight requests may finish) …")
+                exit_code = self.handle.stop()
+                ctx.t_load_end = ctx.clock.time()
+                ctx.meta.update(t_load_end=ctx.t_load_end, load_exit_code=exit_code,
+                                requests_seen=self.live.poll() if self.live else None)
+        finally:
+            master_key_file(ctx.stack.name).unlink(missing_ok=True)
+
+
+def default_stages() -> list[Stage]:
+    return [BudgetsStage(), SamplerStage(), DrainStage(), CpuStage(), NemesisStage(), LoadStage()]
+
