@@ -1,2 +1,9 @@
-"""One experiment: the run context and its stages (stack, budgets, sampler, CPU meter, nemesis, load, drain)
-and the run folder they write."""
+"""One experiment (`harness run`): the run context and its stages, and the run folder they write.
+
+experiment.py  the skeleton: validate → run folder → stack up → stages → stack down → analysis
+context.py     RunContext (threaded through every stage) and Clock
+stages.py      Stage (start/busy/progress/stop) and the real stages: budgets, sampler, drain, cpu, nemesis, load
+progress.py    the live table
+runfolder.py   the run folder's files and columns (the contract between stages and the analyzer), MetaWriter
+budgets.py, sampler.py, cpu.py   what the budgets, sampler and CPU-meter stages do
+"""
