@@ -237,6 +237,7 @@ class FakeHTTP:
     def __init__(self) -> None:
         self.requests: list[httpx.Request] = []
         self.toxics: dict[str, dict[str, Any]] = {}
+        self.proxy_enabled = True
         self.healthy = True
 
     def handler(self, request: httpx.Request) -> httpx.Response:
@@ -255,6 +256,9 @@ class FakeHTTP:
         if path.startswith("/proxies/redis/toxics/") and request.method == "DELETE":
             self.toxics.pop(path.rsplit("/", 1)[1])
             return httpx.Response(204)
+        if path == "/proxies/redis" and request.method == "POST":
+            self.proxy_enabled = bool(json.loads(request.content)["enabled"])
+            return httpx.Response(200, json={"name": "redis", "enabled": self.proxy_enabled})
         return httpx.Response(404, text="not found")
 
     def client(self) -> httpx.Client:

@@ -5,18 +5,20 @@
 
 Binds 127.0.0.1 only. HTTP control on the control port:
 
-- ``GET /health``  -> ``{"ok": true, "fault": {...}, "connections": n, ...counters}``
-- ``GET /fault``   -> the current fault
-- ``POST /fault``  with JSON ``{"kind": "none"|"latency"|"timeout"|"reset", "latency_ms": .., "jitter_ms": ..,
-  "direction": "down"|"up"|"both"}``
+- ``GET /health``  -> ``{"ok": true, "fault": {...}, "connections": n, "listening": bool, ...counters}``
+- ``GET /fault``   -> the current fault: ``{"kind": ..., <its params>}``
+- ``POST /fault``  with JSON ``{"kind": "none"|"latency"|"timeout"|"reset"|"down", <params>}``
 
-Fault semantics:
+The kinds and their params are the Redis link faults of the fault registry (harness/nemesis/kinds/redis.py,
+validated with `link_fault`): the same definitions the Toxiproxy client (Compose backend) reads. Here:
 
-- ``latency``: every chunk is delayed by ``latency_ms`` ± ``jitter_ms`` (uniform), order kept. By default only
-  Redis -> client ("down", like Toxiproxy's default stream), so one command round trip costs one delay.
-- ``timeout``: connections are accepted and held, nothing is forwarded (data is dropped). Connections that
-  dropped data are out of protocol sync: they are closed when the fault is cleared.
+- ``latency``: every chunk in `direction` is delayed by ``latency_ms`` ± ``jitter_ms`` (uniform), order kept.
+- ``timeout``: connections are accepted and held; data in `direction` is dropped (default both ways: nothing
+  reaches Redis). Connections that dropped data are out of protocol sync: they are closed when the fault is
+  cleared.
 - ``reset``: existing connections are reset (RST) at once, and so is every new one right after accept.
+- ``down``: the listening socket is closed (new connections are refused) and existing connections are closed;
+  any other fault opens the listener again.
 - ``none``: plain forwarding.
 
 The forwarding path is asyncio protocols (uvloop when installed) with no per-chunk allocation besides the
@@ -33,43 +35,14 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
 
+from harness.nemesis.kinds.redis import RedisFault, RedisLatency, RedisTimeout, link_fault
 from harness.util.control_client import JsonControlClient
 from harness.util.netutil import abort_with_rst
-
-KINDS = ("none", "latency", "timeout", "reset")
-DIRECTIONS = ("down", "up", "both")
-
-
-@dataclass
-class Fault:
-    kind: str = "none"
-    latency_ms: float = 0.0
-    jitter_ms: float = 0.0
-    direction: str = "down"
-
-    @classmethod
-    def parse(cls, data: Any) -> Fault:
-        if not isinstance(data, dict):
-            raise ValueError("body must be a JSON object")
-        kind = data.get("kind", "none")
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {', '.join(KINDS)} (got {kind!r})")
-        unknown = set(data) - {"kind", "latency_ms", "jitter_ms", "direction"}
-        if unknown:
-            raise ValueError(f"unknown field(s): {', '.join(sorted(unknown))}")
-        latency = float(data.get("latency_ms", 0.0) or 0.0)
-        jitter = float(data.get("jitter_ms", 0.0) or 0.0)
-        direction = data.get("direction", "down")
-        if latency < 0 or jitter < 0:
-            raise ValueError("latency_ms and jitter_ms must be >= 0")
-        if direction not in DIRECTIONS:
-            raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}")
-        return cls(kind=kind, latency_ms=latency, jitter_ms=jitter, direction=direction)
 
 
 def _rst(transport: asyncio.BaseTransport | None) -> None:
@@ -90,6 +63,8 @@ class _Side(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's are not asyncio.Transport subclasses
         if self.pipe.reset_on_accept and not self.downstream:
             self.pipe.reset()
+        elif self.pipe.close_on_accept and not self.downstream:
+            self.pipe.close()
 
     def data_received(self, data: bytes) -> None:
         self.pipe.forward(self, data)
@@ -114,7 +89,7 @@ class _Pipe:
     """A client connection and its upstream (Redis) connection."""
 
     __slots__ = ("relay", "client", "upstream", "pending", "tainted", "closed", "due_down", "due_up",
-                 "reset_on_accept")
+                 "reset_on_accept", "close_on_accept")
 
     def __init__(self, relay: Relay) -> None:
         self.relay = relay
@@ -128,23 +103,25 @@ class _Pipe:
         self.due_down = 0.0
         self.due_up = 0.0
         self.reset_on_accept = False
+        self.close_on_accept = False
 
     def forward(self, src: _Side, data: bytes) -> None:
-        fault = self.relay.fault
-        kind = fault.kind
-        if kind == "none":
+        relay = self.relay
+        if relay.kind == "none":
             self._write(src, data)
             return
-        if kind == "latency":
-            down = src.downstream
-            if fault.direction == "both" or (fault.direction == "down") == down:
+        fault = relay.fault
+        if isinstance(fault, RedisLatency | RedisTimeout):
+            direction = fault.direction
+            if direction != "both" and (direction == "down") != src.downstream:
+                self._write(src, data)      # the other way: untouched
+                return
+            if isinstance(fault, RedisLatency):
                 self._delayed(src, data, fault)
-            else:
-                self._write(src, data)
-            return
-        # timeout (or reset racing with a read): hold the connection, forward nothing
+                return
+        # timeout (or reset / down racing with a read): hold the connection, forward nothing
         self.tainted = True
-        self.relay.dropped_bytes += len(data)
+        relay.dropped_bytes += len(data)
 
     def _write(self, src: _Side, data: bytes) -> None:
         if src is self.client and self.pending is not None:
@@ -155,7 +132,7 @@ class _Pipe:
             dst.transport.write(data)
             self.relay.forwarded_bytes += len(data)
 
-    def _delayed(self, src: _Side, data: bytes, fault: Fault) -> None:
+    def _delayed(self, src: _Side, data: bytes, fault: RedisLatency) -> None:
         loop = self.relay.loop
         delay = fault.latency_ms
         if fault.jitter_ms:
@@ -191,12 +168,17 @@ class _Pipe:
 
 
 class Relay:
-    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+    def __init__(self, upstream_host: str, upstream_port: int, host: str = "127.0.0.1",
+                 listen_port: int = 0) -> None:
         self.upstream_host = upstream_host
         self.upstream_port = upstream_port
-        self.fault = Fault()
+        self.host = host
+        self.listen_port = listen_port
+        self.kind = "none"
+        self.fault: RedisFault | None = None      # the params of `kind` (None for "none")
         self.pipes: set[_Pipe] = set()
         self.loop = asyncio.get_running_loop()
+        self.server: asyncio.AbstractServer | None = None
         self.accepted = 0
         self.resets = 0
         self.forwarded_bytes = 0
@@ -206,13 +188,28 @@ class Relay:
         self.fault_since = time.time()
         self._tasks: set[asyncio.Task[None]] = set()
 
+    async def listen(self) -> None:
+        """Open the listening socket (again after `down`)."""
+        if self.server is None:
+            self.server = await self.loop.create_server(self.client_protocol, self.host, self.listen_port,
+                                                        reuse_address=True)
+
+    def unlisten(self) -> None:
+        """Close the listening socket: new connections are refused (existing ones are not touched here)."""
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+
     def client_protocol(self) -> _Side:
         self.accepted += 1
         pipe = _Pipe(self)
         side = pipe.client
-        if self.fault.kind == "reset":
+        if self.kind == "reset":
             self.resets += 1
             pipe.reset_on_accept = True   # reset in connection_made, where the transport arrives
+            return side
+        if self.kind == "down":           # accepted just before the listener closed
+            pipe.close_on_accept = True
             return side
         self.pipes.add(pipe)
         task = self.loop.create_task(self._connect(pipe))
@@ -228,7 +225,8 @@ class Relay:
             pipe.close()
             return
         if pipe.closed:
-            pipe.upstream.transport and pipe.upstream.transport.close()
+            if pipe.upstream.transport is not None:
+                pipe.upstream.transport.close()
             return
         sock = pipe.upstream.transport.get_extra_info("socket") if pipe.upstream.transport else None
         if sock is not None:
@@ -238,21 +236,32 @@ class Relay:
                 pass
         pipe.upstream_ready()
 
-    def set_fault(self, fault: Fault) -> None:
-        previous = self.fault
-        self.fault = fault
+    async def set_fault(self, kind: str, fault: RedisFault | None) -> None:
+        """Replace the active fault (`kind` and its validated params, see `link_fault`)."""
+        previous = self.kind
+        self.kind, self.fault = kind, fault
         self.fault_since = time.time()
-        if fault.kind == "reset":
+        if kind == "reset":
             for pipe in list(self.pipes):
                 self.resets += 1
                 pipe.reset()
-        elif previous.kind == "timeout" and fault.kind != "timeout":
+        elif kind == "down":
+            self.unlisten()
+            for pipe in list(self.pipes):
+                pipe.close()
+        elif previous == "timeout" and kind != "timeout":
             for pipe in list(self.pipes):
                 if pipe.tainted:
                     pipe.close()
+        if kind != "down":
+            await self.listen()
+
+    def describe_fault(self) -> dict[str, Any]:
+        return {"kind": self.kind, **(self.fault.model_dump() if self.fault is not None else {})}
 
     def status(self) -> dict[str, Any]:
-        return {"ok": True, "fault": asdict(self.fault), "fault_since": self.fault_since,
+        return {"ok": True, "fault": self.describe_fault(), "fault_since": self.fault_since,
+                "listening": self.server is not None,
                 "connections": len(self.pipes), "accepted": self.accepted, "resets": self.resets,
                 "forwarded_bytes": self.forwarded_bytes, "dropped_bytes": self.dropped_bytes,
                 "upstream_errors": self.upstream_errors,
@@ -268,7 +277,7 @@ async def _control(relay: Relay, reader: asyncio.StreamReader, writer: asyncio.S
             method, path, _ = (lines[0].split(" ", 2) + ["", ""])[:3]
             headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
             body = await reader.readexactly(int(headers.get("content-length", "0") or 0))
-            status, payload = _route(relay, method, path.split("?", 1)[0], body)
+            status, payload = await _route(relay, method, path.split("?", 1)[0], body)
             data = json.dumps(payload).encode()
             keep = headers.get("connection", "").lower() != "close"
             writer.write(f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}\r\n"
@@ -283,27 +292,39 @@ async def _control(relay: Relay, reader: asyncio.StreamReader, writer: asyncio.S
         writer.close()
 
 
-def _route(relay: Relay, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
+def _validation_line(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    return f"{loc}: {first['msg']}" if loc else str(first["msg"])
+
+
+async def _route(relay: Relay, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
     if path == "/health" and method == "GET":
         return 200, relay.status()
     if path == "/fault" and method == "GET":
-        return 200, asdict(relay.fault)
+        return 200, relay.describe_fault()
     if path == "/fault" and method == "POST":
         try:
-            fault = Fault.parse(json.loads(body or b"{}"))
-        except (ValueError, json.JSONDecodeError) as exc:
+            data = json.loads(body or b"{}")
+            if not isinstance(data, dict):
+                raise ValueError("body must be a JSON object")
+            kind = str(data.pop("kind", "none"))
+            fault = link_fault(kind, data)
+        except ValidationError as exc:
+            return 400, {"error": _validation_line(exc)}
+        except ValueError as exc:       # also json.JSONDecodeError
             return 400, {"error": str(exc)}
-        relay.set_fault(fault)
-        return 200, asdict(fault)
+        await relay.set_fault(kind, fault)
+        return 200, relay.describe_fault()
     return 404, {"error": f"no route {method} {path}"}
 
 
 async def serve(listen_port: int, upstream_host: str, upstream_port: int, control_port: int,
                 host: str = "127.0.0.1", ready: asyncio.Event | None = None,
                 stop: asyncio.Event | None = None) -> None:
-    relay = Relay(upstream_host, upstream_port)
+    relay = Relay(upstream_host, upstream_port, host, listen_port)
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(relay.client_protocol, host, listen_port, reuse_address=True)
+    await relay.listen()
     control = await asyncio.start_server(lambda r, w: _control(relay, r, w), host, control_port,
                                          reuse_address=True)
     stop = stop or asyncio.Event()
@@ -317,7 +338,7 @@ async def serve(listen_port: int, upstream_host: str, upstream_port: int, contro
     if ready is not None:
         ready.set()
     await stop.wait()
-    server.close()
+    relay.unlisten()
     control.close()
     for pipe in list(relay.pipes):
         pipe.close()

@@ -284,7 +284,7 @@ def test_redis_faults_through_toxiproxy(rig: SimpleNamespace) -> None:
     assert rig.http.toxics == {}
     toxi_calls = [r for r in rig.http.requests if r.url.path.startswith("/proxies/")]
     assert all(str(r.url).startswith(endpoints.redis_fault_url) for r in toxi_calls)
-    with pytest.raises(HarnessError, match="latency, timeout, reset or none"):
+    with pytest.raises(HarnessError, match="kind must be one of none, latency, timeout, reset, down"):
         rig.stack.redis_fault("meltdown")
 
 

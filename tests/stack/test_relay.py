@@ -1,7 +1,8 @@
-"""The Redis fault relay against a real redis-server: pass-through, latency (measured), timeout, reset."""
+"""The Redis fault relay against a real redis-server: pass-through, latency (measured), timeout, reset, down."""
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 
@@ -113,8 +114,48 @@ def test_bad_fault_is_rejected(relay: tuple[int, int, RelayControl]) -> None:
     ctl = relay[2]
     with pytest.raises(RuntimeError, match="kind must be one of"):
         ctl.set_fault("explode")
-    with pytest.raises(RuntimeError, match="unknown field"):
+    with pytest.raises(RuntimeError, match="latncy_ms: Extra inputs are not permitted"):
         ctl.set_fault("latency", latncy_ms=3)
-    assert ctl.fault()["kind"] == "none"
+    with pytest.raises(RuntimeError, match="direction"):
+        ctl.set_fault("timeout", direction="sideways")
+    with pytest.raises(RuntimeError, match="none takes no params"):
+        ctl.set_fault("none", latency_ms=3)
+    assert ctl.fault() == {"kind": "none"}
+
+
+def test_timeout_default_drops_both_ways_down_only_loses_replies(relay: tuple[int, int, RelayControl]) -> None:
+    redis_port, port, ctl = relay
+    direct = _client(redis_port)
+    direct.delete("relay:t-both", "relay:t-down")
+    both, down = _client(port, timeout=0.3), _client(port, timeout=0.3)
+    assert both.ping() and down.ping()     # connected (and handshaken) before the fault
+    ctl.set_fault("timeout")
+    assert ctl.fault() == {"kind": "timeout", "direction": "both"}
+    with pytest.raises(redis.TimeoutError):
+        both.set("relay:t-both", "1")
+    ctl.set_fault("timeout", direction="down")
+    with pytest.raises(redis.TimeoutError):
+        down.set("relay:t-down", "1")
+    # down only: the command reached Redis and ran, only its reply was lost; both: it never arrived
+    assert direct.get("relay:t-down") == b"1"
+    assert direct.get("relay:t-both") is None
+
+
+def test_down_refuses_connections_then_recovers(relay: tuple[int, int, RelayControl]) -> None:
+    _, port, ctl = relay
+    held = _client(port)
+    assert held.ping()
+    ctl.set_fault("down")
+    assert ctl.health()["listening"] is False and ctl.fault() == {"kind": "down"}
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    with pytest.raises(redis.ConnectionError, match="refused"):
+        _client(port).ping()
+    with pytest.raises(redis.ConnectionError):
+        held.execute_command("PING")     # its connection was dropped, and reconnecting is refused
+    ctl.clear()
+    assert ctl.health()["listening"] is True
+    assert _client(port).ping()
+    assert held.ping()
 
 
