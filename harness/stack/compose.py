@@ -37,7 +37,6 @@ from harness.errors import HarnessError, StackError
 from harness.litellm.proxy_config import DEFAULT_BUDGET_ID, dump_config, generate_master_key, render_proxy_config
 from harness.paths import REPO_ROOT
 from harness.stack.base import Endpoints, StackFacts, StackSpec, master_key_file, replica_name, state_dir_of
-from harness.stack.toxiproxy import ToxiproxyControl
 from harness.util import ports
 from harness.util.fsutil import atomic_write_text, write_secret
 from harness.util.procs import ProcessGroup
@@ -509,6 +508,8 @@ class ComposeStack:
 
         params: latency_ms, jitter_ms (latency); direction: down (default) | up | both.
         """
+        from harness.stack.toxiproxy import ToxiproxyControl  # imports the fault registry: only when needed
+
         endpoints = self._require_up()
         assert endpoints.redis_fault_url is not None
         ToxiproxyControl(self.http, endpoints.redis_fault_url).set_fault(kind, **params)
