@@ -106,21 +106,27 @@ def status(name: Annotated[str | None, typer.Option(help="stack name (default: e
 def run(
     scenario: Annotated[Path, typer.Argument(help="scenario YAML file")],
     litellm: Annotated[str | None, typer.Option(help="override the scenario's LiteLLM version")] = None,
-    backend: Annotated[str | None, typer.Option(help="local | compose | external")] = None,
+    backend: Annotated[str | None, typer.Option(help="override the scenario's backend: local | compose")] = None,
     replicas: Annotated[int | None, typer.Option(help="override the scenario's replica count")] = None,
     duration: Annotated[float | None, typer.Option(help="override the load duration (s)")] = None,
     seed: Annotated[int | None, typer.Option(help="override the scenario's seed")] = None,
     reuse: Annotated[bool, typer.Option(help="reuse a running stack (`harness up`)")] = False,
     keep: Annotated[bool, typer.Option(help="leave the stack running afterwards")] = False,
-    processes: Annotated[int, typer.Option(help="Locust worker processes")] = 1,
+    name: Annotated[str | None, typer.Option(help="stack name (default: 'default' with --reuse, "
+                                             "else run-<run-id>)")] = None,
+    processes: Annotated[int, typer.Option(min=1, help="Locust worker processes")] = 1,
     out: Annotated[Path | None, typer.Option(help="run folder (default results/<run-id>)")] = None,
 ) -> None:
-    """Run one scenario end to end and analyze it; exit 0 when the verdict matches the expectation."""
+    """Run one scenario end to end and analyze it; exit 0 when the verdict matches the expectation.
+
+    Bad input (scenario, version, backend, a fault the backend cannot do, --reuse without a running stack)
+    exits 2 before anything starts, with no run folder.
+    """
     from harness.run.experiment import RunOptions, run_scenario
 
     code = run_scenario(scenario, RunOptions(litellm=litellm, backend=backend, replicas=replicas,
                                              duration=duration, seed=seed, reuse=reuse, keep=keep,
-                                             processes=processes, out=out), console=console)
+                                             processes=processes, out=out, stack_name=name), console=console)
     raise typer.Exit(code)
 
 

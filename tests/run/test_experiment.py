@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -417,3 +418,24 @@ def test_the_run_output_in_a_log_file_keeps_the_table_unwrapped(scenario_file: P
     assert any(line.split()[:2] == ["requests", "30"] and "errors" in line for line in out)
     assert all(len(line) <= 80 or line.startswith("run folder:") for line in out)
     assert "draining for 20 s (sampling continues) …" in out          # on its own line after the table
+
+
+# -- the command line: exit 2, one line, nothing left behind --------------------------------------------------
+@pytest.mark.parametrize(("args", "message"), [
+    (["--backend", "external"], "error: the external backend is not implemented yet — use --backend local"),
+    (["--reuse", "--name", "nothing-here"], "error: --reuse: no running local stack named 'nothing-here'"),
+])
+def test_harness_run_refuses_bad_input_with_one_line_and_no_run_folder(scenario_file: Path, tmp_path: Path,
+                                                                       args: list[str], message: str) -> None:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HARNESS_RESULTS_DIR": str(tmp_path / "results"), "HARNESS_STATE_DIR": str(tmp_path / "st"),
+           "COLUMNS": "80"}
+    proc = subprocess.run([sys.executable, "-m", "harness", "run", str(scenario_file), *args], env=env,
+                          capture_output=True, text=True, timeout=60, cwd=Path(__file__).parents[2])
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), proc.stderr
+    assert not (tmp_path / "results").exists()
+    assert not (tmp_path / "st").exists() or not any((tmp_path / "st").iterdir())
