@@ -46,18 +46,20 @@ MAX_MARKERS = 3000
 X_LABEL = "seconds after the load started"
 
 
-def money_tick(v: float) -> str:
-    """An axis tick: whole dollars from $100 up ($6,000), cents below ($12.50), significant digits under $0.10."""
+def money_tick(v: float, top: float) -> str:
+    """An axis tick: whole dollars on an axis that reaches $10 ($6,000, $20: its ticks are whole), cents below
+    ($2.50), significant digits under $0.10 — one format per axis (`top`: the largest |limit|)."""
     if v == 0:
         return "$0"
-    if abs(v) >= 100:
+    if top >= 10:
         return f"${v:,.0f}"
     return f"${v:,.2f}" if abs(v) >= 0.1 else f"${v:.3g}"
 
 
 def _money(ax: Axes, axis: str = "y") -> None:
-    fmt = mticker.FuncFormatter(lambda v, _: money_tick(v))
-    (ax.yaxis if axis == "y" else ax.xaxis).set_major_formatter(fmt)
+    which = ax.yaxis if axis == "y" else ax.xaxis
+    limits = ax.get_ylim if axis == "y" else ax.get_xlim
+    which.set_major_formatter(mticker.FuncFormatter(lambda v, _: money_tick(v, max(abs(x) for x in limits()))))
 
 
 def is_one_shot(kind: str) -> bool:

@@ -165,3 +165,10 @@ def test_faults_that_happened_pass_and_old_folders_say_not_recorded(tmp_path: Pa
     assert res.verdict == NOT_REPRODUCED and res.summary.fault_problems is None
     assert any("nemesis errors: not recorded" in n for n in res.evidence["notes"])
     assert "fault coverage" in (b.root / rf.REPORT_FILE).read_text()
+
+
+def test_money_ticks_carry_no_cents_on_large_axes() -> None:
+    from harness.analyze.plots import money_tick
+
+    assert [money_tick(v, 6000) for v in (0, 500, 6000)] == ["$0", "$500", "$6,000"]
+    assert [money_tick(v, 5) for v in (2.5, 0.05)] == ["$2.50", "$0.05"]
