@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import pydantic
 import pytest
 
 from harness.errors import HarnessError
 from harness.nemesis.registry import (
+    FaultKindSpec,
     FaultParams,
+    FaultRun,
     check_capabilities,
     fault_kind,
     fault_kinds,
     known_kinds,
     required_capabilities,
 )
-from harness.scenario.model import FaultWindow
+from harness.scenario.model import FaultWindow, parse_scenario
 from harness.stack.base import RedisControl, RedisFaults, ReplicaControl
 from tests.conftest import FakeCore, FakeStack
 
@@ -82,3 +87,45 @@ def test_check_capabilities_refuses_what_the_backend_cannot_do() -> None:
     line = info.value.line()
     assert "faults.1" in line and "redis_down" in line and "RedisFaults" in line and "fake backend" in line
     assert "\n" not in line
+
+
+def test_a_new_kind_is_one_class_and_one_registration_line(monkeypatch: pytest.MonkeyPatch,
+                                                             tmp_path: Path) -> None:
+    """The extension point: define a kind, register it, and the scenario loader, the docs, the capability check
+    and the nemesis all know it."""
+    from harness.nemesis import registry
+    from harness.nemesis.schedule import Nemesis
+    from harness.scenario import docs
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._loaded()))
+
+    class ReplicaPause(FaultParams):
+        """A replica stops answering for a while."""
+
+        seconds: float = pydantic.Field(default=1.0, gt=0, description="how long")
+
+        def start(self, run: FaultRun) -> str:
+            stack: ReplicaControl = run.stack
+            stack.kill_replica(int(str(run.target)))
+            return f"paused {self.seconds}"
+
+    registry.register(FaultKindSpec("replica_pause", ReplicaPause, needs=ReplicaControl, on="replica",
+                                    one_shot=True))
+
+    scenario = parse_scenario({"name": "x", "expect": "clean", "faults": [
+        {"kind": "replica_pause", "at_s": 0, "target": 1, "params": {"seconds": 2}}]}, Path("x.yaml"))
+    with pytest.raises(HarnessError, match="faults.0.params.secs: Extra inputs"):
+        parse_scenario({"name": "x", "expect": "clean", "faults": [
+            {"kind": "replica_pause", "at_s": 0, "target": 1, "params": {"secs": 2}}]}, Path("x.yaml"))
+    assert "| `replica_pause` | ReplicaControl | one-shot" in docs.schema_markdown()
+    with pytest.raises(HarnessError, match="replica_pause needs the stack capability ReplicaControl"):
+        check_capabilities(scenario.faults, FakeCore())
+    stack = FakeStack()
+    nemesis = Nemesis(scenario.faults, stack, None, tmp_path)
+    nemesis.start(time.time())
+    deadline = time.monotonic() + 10
+    while not (tmp_path / "faults.csv").exists() or "paused 2.0" not in (tmp_path / "faults.csv").read_text():
+        assert time.monotonic() < deadline, "the new kind never ran"
+        time.sleep(0.02)
+    nemesis.stop()
+    assert stack.names() == [("kill_replica", (1,))]
