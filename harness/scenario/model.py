@@ -168,6 +168,15 @@ class MockSettings(Strict):
     faults: dict[str, Any] = Field(default_factory=dict, description="the mock's fault config at start "
                                                                      "(harness/mockllm/config.py)")
 
+    @field_validator("faults")
+    @classmethod
+    def _mock_accepts(cls, faults: dict[str, Any]) -> dict[str, Any]:
+        # the mock would refuse a bad config only when the stack starts: refuse it at load instead
+        from harness.mockllm.config import apply_patch, default_config, validate
+
+        validate(apply_patch(default_config(), {"faults": faults}))   # ConfigError is a ValueError
+        return faults
+
 
 def _kind_known(kind: str) -> str:
     if fault_kind(kind) is None:

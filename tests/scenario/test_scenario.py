@@ -48,6 +48,8 @@ def _write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
      "\n", "faults.1.params.status: Input should be 429, 500 or 503"),
     ("name: x\nexpect: clean\nfaults: [{kind: restart_redis, at_s: 1, params: {flush: maybe}}]\n",
      "faults.0.params.flush: Input should be a valid boolean"),
+    ("name: x\nexpect: clean\nmock: {faults: {error_502: 0.1}}\n", "mock.faults: Value error, unknown fault kind "
+     "'error_502'"),
     ("- a\n- b\n", "(top level): must be a mapping"),
     ("name: [unclosed\n", "not valid YAML"),
 ])
