@@ -292,18 +292,23 @@ class ProcessGroup:
         # Signal all first so they shut down in parallel, then wait.
         for name in names:
             signal_record(self.records[name], signal.SIGTERM)
-        every = [p for procs in targets.values() for p in procs]
-        left = _wait_gone(every, timeout)
+        left = _wait_gone([p for procs in targets.values() for p in procs], timeout)
         if left:
             for name in names:
                 signal_record(self.records[name], signal.SIGKILL)
             _signal(left, signal.SIGKILL)   # those that left their group
-            left = _wait_gone(left, GONE_TIMEOUT_S)
-        left_pids = {p.pid for p in left}
-        gone = []
+            _wait_gone(left, GONE_TIMEOUT_S)
         for name in names:
             self._reap(name)
-            if not any(p.pid in left_pids for p in targets[name]):
+        # Once more from the groups: a process forked while its group shut down was not in the first snapshot.
+        late = {name: record_processes(self.records[name]) for name in names}
+        if any(late.values()):
+            for name in names:
+                signal_record(self.records[name], signal.SIGKILL)
+            _wait_gone([p for procs in late.values() for p in procs], GONE_TIMEOUT_S)
+        gone = []
+        for name in names:
+            if not late[name] or not record_processes(self.records[name]):
                 self.records.pop(name, None)
                 gone.append(name)
         self.save()

@@ -92,7 +92,26 @@ def test_adopted_process_and_a_descendant_that_left_the_group_are_stopped(tmp_pa
     assert rec.cmd == ESCAPER and rec.create_time is not None
     assert ProcessGroup(tmp_path).stop_all(timeout=5) == ["locust"]
     assert outside.wait(timeout=5) != 0
-    assert not psutil.pid_exists(escaped) or psutil.Process(escaped).status() == psutil.STATUS_ZOMBIE
+    assert _gone(escaped)
+
+
+def test_a_child_forked_while_the_group_shuts_down_is_gone_too(tmp_path: Path) -> None:
+    """The leader answers SIGTERM by forking a child that ignores SIGTERM, then exits: not in the first
+    snapshot of the group, so only the re-check after the wait finds (and SIGKILLs) it."""
+    pid_file = tmp_path / "late.pid"
+    code = ("import signal, subprocess, sys, time\n"
+            "def bye(*_):\n"
+            "    p = subprocess.Popen([sys.executable, '-c', 'import signal, time; "
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)'])\n"
+            f"    open({str(pid_file)!r}, 'w').write(str(p.pid))\n"
+            "    sys.exit(0)\n"
+            "signal.signal(signal.SIGTERM, bye)\nprint('ready', flush=True)\ntime.sleep(600)\n")
+    group = ProcessGroup(tmp_path)
+    proc = group.start("forker", [sys.executable, "-c", code], log=tmp_path / "forker.log")
+    wait_until(lambda: "ready" in (tmp_path / "forker.log").read_text(), deadline_s=10, what="forker ready")
+    assert group.stop_all(timeout=5) == ["forker"]
+    assert _gone(int(pid_file.read_text()))
+    assert not group_alive(proc.pid)
 
 
 def test_adopting_a_missing_process_is_an_error(tmp_path: Path) -> None:
@@ -116,6 +135,14 @@ def test_nothing_is_written_until_something_starts(tmp_path: Path) -> None:
     group = ProcessGroup(tmp_path / "state")
     assert group.stop_all() == []
     assert not (tmp_path / "state").exists()
+
+
+def _gone(pid: int) -> bool:
+    """Exited: reaped, or a zombie (re-parented to an init that may not reap)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def _rec(pid: int) -> ProcRecord:
