@@ -148,8 +148,10 @@ def bisect_versions(versions: list[str], good: str, bad: str, probe: Callable[[s
 
     if check_ends:
         for i, want in ((0, old_outcome), (len(line) - 1, new_outcome)):
-            got = run(i, lambda r, o, want=want: "end check: " + ("as stated" if o == want else
-                                                                    f"expected {want}")).outcome
+            def end_check(r: CellResult, o: str | None, want: str = want) -> str:
+                return "end check: " + ("as stated" if o == want else f"expected {want}")
+
+            got = run(i, end_check).outcome
             report()
             if got != want:
                 role = "good" if line[i] == good else "bad"

@@ -7,7 +7,8 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.matrix.execute import ERROR, INCONCLUSIVE, OK, CellResult
+from harness.analyze.summary import INCONCLUSIVE
+from harness.matrix.execute import ERROR, OK, CellResult
 
 CSV_COLUMNS = ("scenario", "version", "repeat", "status", "verdict", "expected", "match", "phantoms",
                "phantom_users", "max_inflation_usd", "user_max_inflation_usd", "leaked_usd", "leaked_users",

@@ -2,12 +2,13 @@
 
 The matrix and bisect logic only see the `Runner` protocol, so they are tested with a fake runner.
 `RealRunner` builds (or reuses) the version's environment, calls `run_scenario` with the cell's run folder
-and reads the numbers back from verdict.json and requests.csv.
+and reads the numbers back (`read_run_folder`): the flat summary of verdict.json
+(harness.analyze.summary, which also reads the schema-1 files of older run folders) and the latency
+percentiles of requests.csv.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, fields
@@ -16,12 +17,13 @@ from typing import Any, Protocol
 
 from rich.console import Console
 
+from harness.analyze.summary import outcome_of, read_summary
 from harness.errors import HarnessError
+from harness.run.runfolder import REQUESTS_FILE, VERDICT_FILE
 
 # Cell status: the run happened (ok), the version cannot be installed, the scenario cannot run on that
 # version (a setting it lacks), or something broke (stack did not come up, analysis failed).
 OK, UNINSTALLABLE, UNSUPPORTED, ERROR = "ok", "uninstallable", "unsupported", "error"
-REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "REPRODUCED", "NOT REPRODUCED", "INCONCLUSIVE"
 
 
 @dataclass
@@ -35,10 +37,13 @@ class CellResult:
     expected: str | None = None          # reproduced | clean (the scenario's expectation for the version)
     phantoms: int | None = None          # phantom budget rejections
     phantom_users: int | None = None
+    first_phantom_s: float | None = None          # seconds after the load started
     max_inflation_usd: float | None = None       # max over time of Σ Redis counters − Σ true spend (high)
     user_max_inflation_usd: float | None = None  # the same for the worst single end user
     leaked_usd: float | None = None      # leaked reservations still on the counters after the drain
     leaked_users: int | None = None
+    deflated_usd: float | None = None    # counters below the true spend after the drain
+    deflated_users: int | None = None
     requests: int | None = None
     req_per_s: float | None = None
     p50_s: float | None = None           # latency of HTTP 200 requests
@@ -54,7 +59,7 @@ class CellResult:
         """The scenario's outcome label: reproduced / clean, None when the run decided nothing."""
         if self.status != OK:
             return None
-        return {REPRODUCED: "reproduced", NOT_REPRODUCED: "clean"}.get(self.verdict or "")
+        return outcome_of(self.verdict)
 
     @property
     def matches(self) -> bool | None:
@@ -146,7 +151,7 @@ class RealRunner:
         read_run_folder(cell, out_dir)
         if cell.verdict is None:
             cell.status = ERROR
-            cell.reason = cell.reason or f"no verdict.json (analysis exit code {code})"
+            cell.reason = cell.reason or f"no {VERDICT_FILE} (analysis exit code {code})"
         return _done(cell, t0)
 
 
@@ -158,31 +163,18 @@ def _done(cell: CellResult, t0: float, **changes: Any) -> CellResult:
 
 
 def read_run_folder(cell: CellResult, run_dir: Path) -> CellResult:
-    """Fill `cell` from a finished run folder: verdict.json (+ requests.csv for rate and latency)."""
-    verdict_path = run_dir / "verdict.json"
-    if not verdict_path.exists():
+    """Fill `cell` from a finished run folder: the summary of verdict.json (+ requests.csv for latency)."""
+    summary = read_summary(run_dir)
+    if summary is None:
         return cell
-    ev = json.loads(verdict_path.read_text())
-    cell.verdict = ev.get("verdict")
-    cell.expected = ev.get("expected") or cell.expected
-    cell.reason = "; ".join(ev.get("reasons") or [])[:300]
-    ph, infl, dr, req = ev.get("phantom", {}), ev.get("inflation", {}), ev.get("drain", {}), ev.get("requests", {})
-    cell.phantoms = ph.get("count")
-    cell.phantom_users = ph.get("affected_end_users")
-    cell.max_inflation_usd = _value(infl.get("total_max_counter_minus_true_high"))
-    cell.user_max_inflation_usd = _value(infl.get("user_max_counter_minus_true_high"))
-    cell.leaked_usd = dr.get("leaked_total") if dr.get("ran") else None
-    cell.leaked_users = dr.get("leaked_users") if dr.get("ran") else None
-    cell.requests = req.get("total")
-    load_s = (ev.get("time") or {}).get("load_s")
-    if cell.requests is not None and load_s:
-        cell.req_per_s = round(cell.requests / load_s, 2)
-    cell.p50_s, cell.p99_s = latency_percentiles(run_dir / "requests.csv")
+    cell.verdict = summary.verdict
+    cell.expected = summary.expected or cell.expected
+    cell.reason = summary.reason[:300]
+    for name in ("phantoms", "phantom_users", "first_phantom_s", "max_inflation_usd", "user_max_inflation_usd",
+                 "leaked_usd", "leaked_users", "deflated_usd", "deflated_users", "requests", "req_per_s"):
+        setattr(cell, name, getattr(summary, name))
+    cell.p50_s, cell.p99_s = latency_percentiles(run_dir / REQUESTS_FILE)
     return cell
-
-
-def _value(obj: Any) -> float | None:
-    return obj.get("value") if isinstance(obj, dict) else None
 
 
 def latency_percentiles(path: Path) -> tuple[float | None, float | None]:

@@ -15,9 +15,10 @@ from rich.markup import escape
 from harness.errors import HarnessError
 from harness.matrix.cells import Cell, append_csv, group, read_csv
 from harness.matrix.compare import CellDelta, compare
-from harness.matrix.execute import CellResult, Runner
+from harness.matrix.execute import OK, CellResult, Runner
 from harness.matrix.plot import plot_summary
 from harness.matrix.report import comparison_lines, render_comparison_md, render_matrix_md, summary_line
+from harness.run.runfolder import VERDICT_FILE
 from harness.util.fsutil import atomic_write_text
 
 CSV_NAME, MD_NAME, PNG_NAME, COMPARISON_NAME = "matrix.csv", "matrix.md", "summary.png", "comparison.md"
@@ -108,11 +109,11 @@ def run_matrix(scenarios: list[Path], versions: list[str], runner: Runner, out_d
         result.run_dir = f"runs/{Path(result.run_dir).name if result.run_dir else run_id}"
         result.expected = loaded[path].expectation_for(version)
         results.append(result)
-        if result.wall_s and result.status == "ok":
+        if result.wall_s and result.status == OK:
             walls.append(result.wall_s)
         append_csv(csv_path, result)
         _write_md(out_dir, results, command, None, picture=None)
-        color = {True: "green", False: "bold red"}.get(result.matches, "yellow")
+        color = {True: "green", False: "bold red", None: "yellow"}[result.matches]
         console.print(f"[{color}]{escape(name)} × {escape(version)}: {escape(summary_line(result))}[/]")
 
     cells = group(results)
@@ -184,7 +185,7 @@ def rerender(out_dir: Path, refresh: bool = False) -> int:
     results = read_csv(out_dir / CSV_NAME)
     if refresh:
         for r in results:
-            if r.status == "ok" and (out_dir / r.run_dir / "verdict.json").exists():
+            if r.status == OK and (out_dir / r.run_dir / VERDICT_FILE).exists():
                 read_run_folder(r, out_dir / r.run_dir)
         (out_dir / CSV_NAME).unlink()
         for r in results:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+from harness.analyze.summary import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 from harness.matrix.cells import Cell
+from harness.matrix.execute import ERROR, UNINSTALLABLE, UNSUPPORTED
 
-COLORS = {"REPRODUCED": "#f28e8e", "NOT REPRODUCED": "#9fd89a", "INCONCLUSIVE": "#fdd49e",
-          "uninstallable": "#d9d9d9", "unsupported": "#d9d9d9", "error": "#a0a0a0"}
+COLORS = {REPRODUCED: "#f28e8e", NOT_REPRODUCED: "#9fd89a", INCONCLUSIVE: "#fdd49e",
+          UNINSTALLABLE: "#d9d9d9", UNSUPPORTED: "#d9d9d9", ERROR: "#a0a0a0"}
 MIXED_COLOR = "#cab2d6"
-SHORT = {"REPRODUCED": "REPRODUCED", "NOT REPRODUCED": "CLEAN", "INCONCLUSIVE": "INCONCLUSIVE"}
+SHORT = {REPRODUCED: "REPRODUCED", NOT_REPRODUCED: "CLEAN", INCONCLUSIVE: "INCONCLUSIVE"}
 
 
 def _version_key(v: str) -> tuple[int, ...] | tuple[float]:
@@ -82,7 +84,9 @@ def plot_summary(cells: list[Cell], path: Path, title: str) -> Path:
         bx = fig.add_subplot(grid[1, col])
         step = 0.8 / ns
         for si, scen in enumerate(scenarios):
-            xs, hs, colors = [], [], []
+            xs: list[float] = []
+            hs: list[float] = []
+            colors: list[str] = []
             for xi, ver in enumerate(versions):
                 c = by_key.get((scen, ver))
                 v = c.median(metric) if c else None
@@ -90,12 +94,15 @@ def plot_summary(cells: list[Cell], path: Path, title: str) -> Path:
                 if v is not None and c is not None:
                     xs.append(x)
                     hs.append(v)
-                    colors.append(COLORS.get(c.verdict, MIXED_COLOR) if ns == 1 else None)
+                    colors.append(COLORS.get(c.verdict, MIXED_COLOR))
                 elif c is not None:
                     bx.annotate(_head(c).lower(), (x, 0), ha="center", va="bottom",
                                 fontsize=7, color="#666666", xytext=(0, 2), textcoords="offset points")
-            kwargs = {"color": colors, "edgecolor": "#555555"} if ns == 1 else {}
-            bars = bx.bar(xs, hs, width=step * 0.9, label=scen, **kwargs)
+            # one scenario: bars coloured by verdict; several: one colour per scenario (the legend)
+            if ns == 1:
+                bars = bx.bar(xs, hs, width=step * 0.9, label=scen, color=colors, edgecolor="#555555")
+            else:
+                bars = bx.bar(xs, hs, width=step * 0.9, label=scen)
             for bar, h in zip(bars, hs, strict=True):
                 text = (f"${h:,.0f}" if h >= 10 or h == 0 else f"${h:.2g}") if money else f"{h:,.0f}"
                 bx.annotate(text, (bar.get_x() + bar.get_width() / 2, h),

@@ -9,10 +9,11 @@ import pytest
 from packaging.version import Version
 from rich.console import Console
 
+from harness.analyze.summary import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 from harness.errors import HarnessError
 from harness.matrix import pypi
 from harness.matrix.bisect import FIRST_BAD, FIRST_FIXED, bisect_versions, probes_left, render_md
-from harness.matrix.execute import ERROR, INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, UNINSTALLABLE, CellResult
+from harness.matrix.execute import ERROR, UNINSTALLABLE, CellResult
 
 SEED = Path(__file__).resolve().parents[2] / "scenarios" / "phantom-budget.yaml"
 # 1.84.0 (bad) … 1.96.0 (good): 11 releases strictly between (indexes 1..11 of the line)

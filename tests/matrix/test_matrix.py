@@ -11,14 +11,12 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
+from harness.analyze.summary import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 from harness.errors import HarnessError
 from harness.matrix import compare as cmp
 from harness.matrix.cells import Cell, group, read_csv
 from harness.matrix.execute import (
     ERROR,
-    INCONCLUSIVE,
-    NOT_REPRODUCED,
-    REPRODUCED,
     UNINSTALLABLE,
     CellResult,
     RealRunner,

@@ -1,0 +1,134 @@
+"""`harness catalog`: every catalog scenario on the versions it names, one run at a time, and the outcome table.
+
+    harness catalog [--scenarios minimal,baseline] [--versions 1.84.0,1.108.7] [--update-readme] [--schema-only]
+    harness catalog --reanalyze
+
+A catalog scenario is a YAML file in scenarios/; its optional `versions: [..]` names the LiteLLM versions it is
+run on (default: its `litellm`). `--versions` keeps only those of the named versions (a scenario naming none of
+them is skipped). Each run is one cell of `harness matrix`'s runner (harness/matrix/execute.py: `RealRunner`,
+`CellResult`): env, `harness run` into results/<run-id>/, the numbers read back from verdict.json's summary.
+
+Writes results/catalog-<id>/catalog.csv (a row as each cell ends, so a cut catalog keeps what it ran) and,
+with --update-readme, the generated sections of scenarios/README.md. `--reanalyze` re-runs the analyzer on the
+run folders the outcome table links (after an analyzer change): their verdict.json is rewritten in the current
+schema, so old run folders need no reader of their own here.
+
+Modules, one concern each: plan (catalog scenarios → cells), rows (a cell → its row; catalog.csv and the
+outcome table's Markdown), readme (the README's sections); this module runs the command.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from rich.console import Console
+
+from harness.errors import HarnessError
+from harness.matrix.catalog.plan import SCENARIOS_DIR, Entry, discover, plan
+from harness.matrix.catalog.readme import README, outcome_rows, update_readme
+from harness.matrix.catalog.rows import csv_fields, outcome_row, render_table
+from harness.matrix.execute import CellResult, Runner
+from harness.paths import REPO_ROOT, results_dir
+from harness.run.runfolder import SCENARIO_FILE
+
+CATALOG_CSV = "catalog.csv"
+
+
+def run_catalog(cells: Sequence[tuple[Entry, str]], runner: Runner, out_dir: Path,
+                say: Callable[[str], None] = print, run_root: Path | None = None,
+                on_row: Callable[[list[dict[str, str]]], None] | None = None) -> list[dict[str, str]]:
+    """Run the cells one at a time; each row is appended to out_dir/catalog.csv as its cell ends (and
+    `on_row(rows so far)` is called, e.g. to refresh the README)."""
+    from harness.run.runfolder import new_run_id
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    root = run_root or results_dir()
+    path = out_dir / CATALOG_CSV
+    rows: list[dict[str, str]] = []
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=csv_fields())
+        writer.writeheader()
+        fh.flush()
+        for i, (entry, version) in enumerate(cells, 1):
+            say(f"[{i}/{len(cells)}] {entry.name} on LiteLLM {version}")
+            run_dir = root / new_run_id(entry.name, version)
+            while run_dir.exists():          # two cells within one second
+                time.sleep(1.0)
+                run_dir = root / new_run_id(entry.name, version)
+            cell = runner(entry.path, version, run_dir)
+            row = outcome_row(entry, cell)
+            rows.append(row)
+            writer.writerow(row)
+            fh.flush()
+            if on_row is not None:
+                on_row(rows)
+            say(f"    → {row['verdict']} (expected {row['expected']}, match {row['match']}): phantoms "
+                f"{row['phantoms'] or '–'}, leaked ${row['leaked_usd'] or '–'}, {row['run_dir']}")
+    return rows
+
+
+def reanalyze_rows(readme: Path, entries: Sequence[Entry], console: Console,
+                   root: Path = REPO_ROOT) -> list[dict[str, str]]:
+    """Re-run the analyzer on the run folders the outcome table links and rebuild those rows (the runs
+    themselves are not repeated). Rows whose folder is gone (or is not a run folder) are kept as they are."""
+    from harness.analyze import analyze
+    from harness.matrix.execute import read_run_folder
+
+    by_name = {e.name: e for e in entries}
+    rows = []
+    for row in outcome_rows(readme):
+        run_dir = root / row["run_dir"] if row.get("run_dir") else None
+        entry = by_name.get(row["scenario"])
+        if run_dir is None or entry is None or not (run_dir / SCENARIO_FILE).exists():
+            continue
+        try:
+            analyze(run_dir, plots=False)
+        except HarnessError as exc:         # an unusable folder: its row stays as it is
+            console.print(f"{entry.name} on {row['version']}: kept ({exc.line()})", markup=False)
+            continue
+        cell = read_run_folder(CellResult(scenario=entry.name, version=row["version"], run_dir=str(run_dir)),
+                               run_dir)
+        new = outcome_row(entry, cell)
+        console.print(f"{entry.name} on {row['version']}: {row.get('verdict')} → {new['verdict']}", markup=False)
+        rows.append(new)
+    return rows
+
+
+def _split(text: str | None) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def catalog_command(versions: str | None, scenarios: str | None, update: bool, schema_only: bool,
+                    duration: float | None, console: Console, runner: Runner | None = None,
+                    directory: Path = SCENARIOS_DIR, reanalyze: bool = False) -> int:
+    """`harness catalog`: 0 when every cell that ran matches its expectation, 1 when one does not."""
+    entries_all = discover(directory)
+    readme = directory / README
+    if reanalyze:
+        rows = reanalyze_rows(readme, entries_all, console)
+        update_readme(readme, rows, entries_all)
+        console.print(f"{len(rows)} row(s) re-analysed in {readme}")
+        return 0 if all(r["match"] != "NO" for r in rows) else 1
+    if schema_only:
+        update_readme(readme, None, entries_all)
+        console.print(f"schema and catalog list refreshed in {readme}")
+        return 0
+    cells = plan(discover(directory, _split(scenarios)), _split(versions))
+    if not cells:
+        raise HarnessError("no (scenario, version) cell to run", "check --scenarios / --versions against the "
+                           "scenarios' `versions:`")
+    if runner is None:
+        from harness.matrix.execute import RealRunner
+
+        runner = RealRunner(console, duration=duration)
+    out_dir = results_dir() / f"catalog-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    console.print(f"catalog: {len(cells)} run(s), one at a time → {out_dir / CATALOG_CSV}")
+    refresh = (lambda rows: update_readme(readme, rows, entries_all)) if update else None
+    rows = run_catalog(cells, runner, out_dir, say=console.print, on_row=refresh)
+    if update:
+        console.print(f"outcome table updated in {readme}")
+    console.print(render_table(rows), markup=False, highlight=False)
+    return 0 if all(r["match"] != "NO" for r in rows) else 1
