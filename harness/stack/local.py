@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 from rich.console import Console
 
 from harness.errors import HarnessError, StackError
@@ -31,7 +32,7 @@ from harness.stack.redis_relay import relay_command
 from harness.stack.redis_server import RedisServer
 from harness.util import ports
 from harness.util.fsutil import write_secret
-from harness.util.procs import ProcessGroup, http_ok, wait_until
+from harness.util.procs import ProcessGroup, http_ok, record_processes, wait_until
 
 SECRETS_FILE = "secrets.json"
 PROXY_START_DEADLINE_S = float(os.environ.get("HARNESS_PROXY_START_DEADLINE_S", "300"))
@@ -257,10 +258,6 @@ class LocalStack:
 
     def _processes(self) -> list[dict[str, Any]]:
         """Pid, group, port, RSS (with descendants) and liveness of each recorded child."""
-        import psutil
-
-        from harness.util.procs import record_processes
-
         out = []
         for rec in self._group.records.values():
             procs = record_processes(rec)
@@ -293,8 +290,10 @@ class LocalStack:
 
     # -- down ---------------------------------------------------------------------------------------
     def down(self) -> int:
+        running = [n for n in self._group.records if self._group.alive(n)]   # stale records count for nothing
         clients = [n for n in self._group.records if n not in SERVERS]
-        stopped = self._group.stop_all(only=clients) + self._group.stop_all()
+        self._group.stop_all(only=clients)
+        self._group.stop_all()
         leftovers = self._group.leftovers()
         for secret in (self.state_dir / SECRETS_FILE, master_key_file(self.name)):
             secret.unlink(missing_ok=True)
@@ -307,7 +306,7 @@ class LocalStack:
         if leftovers:
             raise StackError(f"stack '{self.name}': still running after SIGKILL: {', '.join(leftovers)}",
                              f"see `harness status --name {self.name}` and kill them by hand")
-        return len(stopped)
+        return len(running)
 
     def forget(self) -> None:
         """Remove the state folder (logs included) of a stack that is down; nothing when processes remain."""

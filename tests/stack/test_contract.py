@@ -145,7 +145,7 @@ def test_registry_lists_every_stack_of_every_backend(tmp_path: Path, state_root:
     assert found == {("run-20260101-000000-phantom", "local"), ("dock", "compose")}
     crashed_stack = find_stacks("run-20260101-000000-phantom")[0]
     assert "DEAD" in crashed_stack.status() and not crashed_stack.is_running()
-    assert crashed_stack.down() == 1 and not (crashed / "state.json").exists()
+    assert crashed_stack.down() == 0 and not (crashed / "state.json").exists()   # nothing was running
     assert composed.down() == 8
     assert list_stacks() == []
 

@@ -472,7 +472,8 @@ class ComposeStack:
     def down(self) -> int:
         """Tracked processes first, then `docker compose down -v`: containers, network and volumes removed;
         the env file and the master-key file (secrets) deleted."""
-        tracked = self._tracked.stop_all()
+        tracked = [n for n in self._tracked.records if self._tracked.alive(n)]   # stale records count for nothing
+        self._tracked.stop_all()
         master_key_file(self.name).unlink(missing_ok=True)
         if self._tracked.records:
             raise StackError(f"stack '{self.name}': still running after SIGKILL: {', '.join(self._tracked.records)}",
