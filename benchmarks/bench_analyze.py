@@ -139,6 +139,8 @@ def main() -> None:
 
     t_imp = time.perf_counter()
     from harness.analyze import analyze
+    from harness.util.fmt import money
+
     import_s = time.perf_counter() - t_imp
     try:
         for plots in (False, True):
@@ -149,10 +151,10 @@ def main() -> None:
                 stages = ", ".join(f"{k} {v:.2f}" for k, v in res.timings.items() if k != "total")
                 print(f"{'with' if plots else 'without'} pictures, run {i + 1}: {wall:.2f} s wall, {cpu:.2f} s CPU "
                       f"({stages})")
-        ev = res.evidence
+        s = res.summary
         print(f"import of harness.analyze: {import_s:.2f} s (plus matplotlib on first plot)")
-        print(f"verdict {res.verdict}: phantom {ev['phantom']['count']:,}, leaked users {ev['drain']['leaked_users']}, "
-              f"leaked ${ev['drain']['leaked_total']:.2f}")
+        print(f"verdict {res.verdict}: phantom {s.phantoms}, leaked users {s.leaked_users}, "
+              f"leaked {money(s.leaked_usd)}")
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
