@@ -3,9 +3,10 @@
     harness matrix --versions 1.83.14,1.84.0,1.108.7 [--scenario S …] [--repeat N] [--baseline DIR]
     harness bisect --scenario S --good V1 --bad V2
 
-Modules: runner (CellResult, the Runner protocol, RealRunner), cells (grouping, matrix.csv), matrix
-(run_matrix), compare (baseline vs now, noise band), bisect (search), pypi (release list), report (markdown),
-plot (summary.png). The logic only sees a `Runner`, so tests drive it with a fake one.
+Modules: execute (CellResult, the Runner protocol, RealRunner; a cell's numbers come from the run's
+verdict.json summary, harness.analyze.summary), cells (grouping, matrix.csv), matrix (run_matrix), compare
+(baseline vs now, noise band), bisect (search), pypi (release list), report (markdown), plot (summary.png),
+catalog/ (`harness catalog`: plan, rows, readme). The logic only sees a `Runner`, so tests drive it with a fake one.
 """
 
 from __future__ import annotations
