@@ -6,6 +6,7 @@ from typing import Any
 
 from harness.analyze.scrub import scrub
 from harness.analyze.summary import Summary
+from harness.run.runfolder import REPORT_FILE
 from harness.util.fmt import md_cell, money, pct
 
 _ENV_KEYS = (
@@ -131,7 +132,7 @@ def render_report(vj: dict[str, Any], meta: dict[str, Any], scenario_yaml: str, 
             "<details><summary>Resolved scenario (scenario.yaml)</summary>", "", "```yaml",
             scenario_yaml.rstrip(), "```", "", "</details>", "",
             "## Posting this to an issue", "",
-            f"`gh issue comment <n> --body-file {run_dir_display}/report.md` posts this text, but GitHub does not "
+            f"`gh issue comment <n> --body-file {run_dir_display}/{REPORT_FILE}` posts this text, but GitHub does not "
             "upload the pictures it links to (`gh` cannot attach files): either drag the PNGs from "
             f"`{run_dir_display}/` into the comment box on github.com (GitHub uploads them and inserts "
             "`https://github.com/user-attachments/...` links — replace the relative links above with those), or push "

@@ -22,7 +22,8 @@ from pathlib import Path
 from packaging.version import Version
 
 from harness.errors import HarnessError
-from harness.matrix.execute import CellResult
+from harness.matrix.execute import OK, UNINSTALLABLE, CellResult
+from harness.run.runfolder import REPORT_FILE
 
 BAD, GOOD = "reproduced", "clean"
 FIRST_BAD, FIRST_FIXED = "first bad", "first fixed"
@@ -211,7 +212,7 @@ def read_probes(previous: Path, out_dir: Path) -> dict[str, CellResult]:
     out: dict[str, CellResult] = {}
     with path.open(newline="") as fh:
         for row in csv.DictReader(fh):
-            if row["status"] not in ("ok", "uninstallable") or (row["status"] == "ok" and not row["verdict"]):
+            if row["status"] not in (OK, UNINSTALLABLE) or (row["status"] == OK and not row["verdict"]):
                 continue
             r = CellResult.from_row({**row, "scenario": "", "repeat": "1"})
             if r.run_dir:
@@ -248,7 +249,7 @@ def render_md(res: BisectResult, command: str, started: float | None = None, don
              "decision | run |", "|" + "---|" * 11]
     for p in res.probes:
         r = p.result
-        link = f"[{Path(r.run_dir).name}]({r.run_dir}/report.md)" if r.run_dir and r.status == "ok" else "–"
+        link = f"[{Path(r.run_dir).name}]({r.run_dir}/{REPORT_FILE})" if r.run_dir and r.status == OK else "–"
         verdict = r.verdict or r.status
         parts.append(f"| {p.step} | {p.version} | {p.range_before[0]} … {p.range_before[1]} | {verdict} | "
                      f"{p.outcome or '–'} | {num(r.phantoms)} | {money(r.leaked_usd)} | "

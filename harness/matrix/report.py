@@ -9,6 +9,7 @@ from pathlib import Path
 from harness.matrix.cells import Cell
 from harness.matrix.compare import CHANGED, FLIP, GONE, NEW, NOISE, CellDelta
 from harness.matrix.execute import OK, CellResult
+from harness.run.runfolder import REPORT_FILE
 from harness.util.fmt import money
 
 MATCH_TEXT = {True: "✅ yes", False: "❌ **NO**", None: "n/a"}
@@ -45,7 +46,7 @@ def cell_links(cell: Cell, base: Path) -> str:
     for r in cell.runs:
         if r.run_dir and r.status == OK:
             label = Path(r.run_dir).name if len(cell.runs) == 1 else f"#{r.repeat}"
-            links.append(f"[{label}]({rel_link(r.run_dir, base)}/report.md)")
+            links.append(f"[{label}]({rel_link(r.run_dir, base)}/{REPORT_FILE})")
     return " ".join(links) or "–"
 
 
