@@ -221,6 +221,10 @@ class ProcessGroup:
             created, cmd, pgid = proc.create_time(), proc.cmdline(), os.getpgid(pid)
         except (psutil.Error, OSError):
             raise StackError(f"cannot track '{name}': no process {pid}", "track a process that is running") from None
+        if pgid != pid:
+            # its group is someone else's (maybe the harness's own): stopping it would signal strangers
+            raise StackError(f"cannot track '{name}': process {pid} does not lead its own process group",
+                             "start it in its own session (ProcessGroup.start does)")
         rec = ProcRecord(name=name, pid=pid, pgid=pgid, cmd=cmd, log=log, port=port, create_time=created)
         self.records[name] = rec
         self.save()

@@ -17,7 +17,9 @@ def _fake_initdb(bindir: Path, state: Path, rc: int) -> None:
     """An `initdb` that copies the state file (its own record must be in it) and makes the data dir."""
     bindir.mkdir()
     script = bindir / "initdb"
-    script.write_text(f"#!/bin/sh\ncp {state / STATE_FILE} {bindir / 'seen.json'}\n"
+    # the record is saved right after the fork: wait (bounded) until it is there, then copy it
+    script.write_text(f"#!/bin/sh\nfor i in $(seq 500); do grep -qs postgres-initdb {state / STATE_FILE} && break; "
+                      f"sleep 0.01; done\ncp {state / STATE_FILE} {bindir / 'seen.json'}\n"
                       f"touch \"$2/PG_VERSION\"\necho initdb said hello\nexit {rc}\n")
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
 

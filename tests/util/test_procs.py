@@ -114,18 +114,29 @@ def test_a_child_forked_while_the_group_shuts_down_is_gone_too(tmp_path: Path) -
     assert not group_alive(proc.pid)
 
 
-def test_adopting_a_missing_process_is_an_error(tmp_path: Path) -> None:
+def test_adopting_a_missing_process_or_one_in_our_group_is_an_error(tmp_path: Path) -> None:
     proc = subprocess.Popen(["true"])
     proc.wait()
-    with pytest.raises(StackError, match="cannot track 'x'"):
+    with pytest.raises(StackError, match="cannot track 'x': no process"):
         ProcessGroup(tmp_path).adopt("x", proc.pid)
+    same_group = subprocess.Popen(["sleep", "60"])      # in the test's own process group
+    try:
+        with pytest.raises(StackError, match="does not lead its own process group"):
+            ProcessGroup(tmp_path).adopt("x", same_group.pid)
+    finally:
+        same_group.kill()
+        same_group.wait()
+    assert not (tmp_path / STATE_FILE).exists()
 
 
 def test_a_one_shot_child_is_recorded_while_it_runs(tmp_path: Path) -> None:
     group = ProcessGroup(tmp_path)
     seen = tmp_path / "seen.json"
-    # the child copies the state file while it runs: its own record must be there
-    code = f"import shutil; shutil.copy({str(tmp_path / STATE_FILE)!r}, {str(seen)!r}); raise SystemExit(3)"
+    # the child copies the state file while it runs, once its own record is there (saved right after the fork)
+    state = str(tmp_path / STATE_FILE)
+    code = (f"import os, shutil, time\nfor _ in range(500):\n"
+            f"    if os.path.exists({state!r}) and 'initdb' in open({state!r}).read(): break\n"
+            f"    time.sleep(0.01)\nshutil.copy({state!r}, {str(seen)!r})\nraise SystemExit(3)\n")
     assert group.run("initdb", [sys.executable, "-c", code], log=tmp_path / "initdb.log") == 3
     assert [r["name"] for r in json.loads(seen.read_text())["processes"]] == ["initdb"]
     assert group.records == {} and not (tmp_path / STATE_FILE).exists()
