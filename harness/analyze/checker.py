@@ -79,17 +79,19 @@ def prerequisite(done: Results, name: str, kind: type[T]) -> T:
 
 
 def check_safe(check: Check, ctx: Context, done: Results) -> CheckResult:
-    """Run `check`; a check that raises (or returns summary fields the Summary does not have) becomes a blocker
-    naming the error — INCONCLUSIVE unless the bug was found by another check — never a pass."""
+    """Run `check`; a check that raises (or returns summary fields the Summary does not have, or of another
+    type) becomes a blocker naming the error — INCONCLUSIVE unless another check found the bug — never a pass."""
     try:
         result = check.run(ctx, done)
         unknown = sorted(set(result.summary) - set(Summary.model_fields))
         if unknown:
             raise ValueError(f"summary field(s) {', '.join(unknown)} are not in harness.analyze.summary.Summary")
+        Summary.model_validate(result.summary)          # and of the declared types (pydantic ValidationError)
     except PrerequisiteFailed as exc:
         error = f"the {check.name} check could not run: {exc}"
     except Exception as exc:  # noqa: BLE001 — any bug in a check must surface as INCONCLUSIVE, not a crash or a pass
-        error = f"the {check.name} check failed ({type(exc).__name__}: {exc}): nothing it judges can be concluded"
+        what = " ".join(str(exc).split())        # one line (a pydantic error spans several)
+        error = f"the {check.name} check failed ({type(exc).__name__}: {what}): nothing it judges can be concluded"
     else:
         return result
     return CheckResult(blockers=[error], evidence={"error": error} if check.section else None, error=error)

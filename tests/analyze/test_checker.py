@@ -172,3 +172,26 @@ def test_money_ticks_carry_no_cents_on_large_axes() -> None:
 
     assert [money_tick(v, 6000) for v in (0, 500, 6000)] == ["$0", "$500", "$6,000"]
     assert [money_tick(v, 5) for v in (2.5, 0.05)] == ["$2.50", "$0.05"]
+
+
+def test_one_shot_fault_kinds_come_from_the_registry() -> None:
+    from harness.analyze.plots import X_LABEL, is_one_shot
+
+    assert is_one_shot("snapshot_redis") and is_one_shot("flush_redis") and is_one_shot("restart_redis")
+    assert not is_one_shot("redis_latency") and not is_one_shot("kind-from-the-future")   # unknown: a window
+    assert X_LABEL == "seconds after the load started"
+
+
+def test_summary_values_of_the_wrong_type_are_refused(tmp_path: Path) -> None:
+    from harness.analyze.context import build_context
+    from harness.analyze.load import load_run
+
+    class WrongType(Check):
+        name = "wrong_type"
+
+        def run(self, ctx: Context, done: Results) -> CheckResult:
+            return CheckResult(summary={"phantoms": "many"})
+
+    ctx = build_context(load_run(clean_run(tmp_path).write()))
+    result = check_safe(WrongType(), ctx, {})
+    assert result.error and "ValidationError" in result.error and "\n" not in result.error
