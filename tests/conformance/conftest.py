@@ -1,19 +1,20 @@
 """Fixtures of the conformance suite: one real Postgres per session, a migrated template database per
-LiteLLM version, a fresh database per test, and a runner for driver.py inside a version's venv."""
+LiteLLM version, a fresh database per test (a cheap copy of the template), and one long-lived driver.py per
+version inside that version's venv, which every test of that version sends its scenario to."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import select
 import shutil
 import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import psycopg
 import pytest
@@ -27,6 +28,8 @@ from harness.util.ports import free_port
 from harness.util.procs import ProcessGroup, stop_group
 
 DRIVER = Path(__file__).with_name("driver.py")
+STARTUP_TIMEOUT_S = 300  # importing litellm's proxy takes 20-40 s on an idle 2-core machine
+SCENARIO_TIMEOUT_S = 300
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -116,44 +119,82 @@ def db(postgres: PostgresServer, template_db: str) -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@dataclass
-class DriverRun:
-    ok: bool
-    result: Any
-    error: str
-    log: str
+class Driver:
+    """driver.py serving one LiteLLM version for the whole session (see its docstring for the protocol).
+
+    Started again on the next request if it died (a timeout kills it), so one hung scenario fails one test.
+    """
+
+    def __init__(self, env: litellm_env.LiteLLMEnv, template_dsn: str, log: Path) -> None:
+        self.env, self.template_dsn, self.log = env, template_dsn, log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.replies: IO[str] | None = None
+
+    def _start(self) -> None:
+        read_fd, write_fd = os.pipe()
+        with open(self.log, "ab") as fh:
+            self.proc = subprocess.Popen(
+                [str(self.env.python), str(DRIVER), "--reply-fd", str(write_fd)],
+                env=self.env.proxy_env(self.template_dsn), stdin=subprocess.PIPE, stdout=fh,
+                stderr=subprocess.STDOUT, pass_fds=(write_fd,), start_new_session=True, cwd=self.log.parent)
+        os.close(write_fd)
+        self.replies = os.fdopen(read_fd, "r")
+        self._read(STARTUP_TIMEOUT_S, "start (import litellm)", self.log.stat().st_size)
+
+    def _read(self, timeout: float, what: str, log_from: int) -> dict[str, Any]:
+        assert self.replies is not None and self.proc is not None
+        ready, _, _ = select.select([self.replies], [], [], timeout)
+        line = self.replies.readline() if ready else ""
+        if not line:
+            why = "(it exited)" if ready else f"within {timeout} s"
+            self.stop()
+            pytest.fail(f"driver (LiteLLM {self.env.version}) gave no answer to {what} {why}:\n"
+                        f"{self._log_since(log_from)}")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def _log_since(self, offset: int) -> str:
+        with open(self.log, "rb") as fh:
+            fh.seek(offset)
+            return fh.read().decode(errors="replace")[-4000:]
+
+    def run(self, scenario: str, dsn: str, **params: Any) -> Any:
+        if self.proc is None or self.proc.poll() is not None:
+            self._start()
+        assert self.proc is not None and self.proc.stdin is not None
+        log_from = self.log.stat().st_size
+        self.proc.stdin.write(json.dumps({"scenario": scenario, "dsn": dsn, "params": params}).encode() + b"\n")
+        self.proc.stdin.flush()
+        payload = self._read(SCENARIO_TIMEOUT_S, scenario, log_from)
+        if not payload["ok"]:
+            pytest.fail(f"driver {scenario} (LiteLLM {self.env.version}) failed: {payload['error']}\n"
+                        f"{payload.get('traceback', '')[-3000:]}\n--- log ---\n{self._log_since(log_from)[-3000:]}")
+        return payload["result"]
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_group(self.proc.pid, timeout=5)  # the driver and the query engine(s) it spawned
+            self.proc.wait()
+        if self.replies is not None:
+            self.replies.close()
+        self.proc, self.replies = None, None
+
+
+@pytest.fixture(scope="session")
+def driver(env: litellm_env.LiteLLMEnv, postgres: PostgresServer, template_db: str,
+           workdir: Path) -> Iterator[Driver]:
+    """One driver process per version; pytest groups tests by the session-scoped `version` parameter, so
+    the previous version's driver is stopped before the next one starts."""
+    instance = Driver(env, _dsn(postgres, template_db), workdir / f"driver-{env.version}.log")
+    yield instance
+    instance.stop()
 
 
 @pytest.fixture
-def drive(env: litellm_env.LiteLLMEnv, tmp_path: Path):  # noqa: ANN201
-    """drive(scenario, dsn, **params) -> result: runs driver.py in the version's venv, fails on error."""
-
-    def run(scenario: str, dsn: str, **params: Any) -> Any:
-        out = tmp_path / f"{scenario}-{uuid.uuid4().hex[:6]}.json"
-        log = tmp_path / f"{scenario}.log"
-        cmd = [str(env.python), str(DRIVER), scenario, "--dsn", dsn, "--out", str(out),
-               "--params", json.dumps(params)]
-        with open(log, "ab") as fh:
-            proc = subprocess.Popen(cmd, env=env.proxy_env(dsn), stdout=fh, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True, cwd=tmp_path)
-            try:
-                proc.wait(timeout=300)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            finally:
-                stop_group(proc.pid, timeout=5)  # the engine the Prisma client spawned, if still there
-        text = log.read_text(errors="replace")
-        if not out.exists():
-            pytest.fail(f"driver {scenario} (LiteLLM {env.version}) wrote no result, exit {proc.returncode}:\n"
-                        f"{text[-4000:]}")
-        payload = json.loads(out.read_text())
-        if not payload["ok"]:
-            pytest.fail(f"driver {scenario} (LiteLLM {env.version}) failed: {payload['error']}\n"
-                        f"{payload.get('traceback', '')[-3000:]}\n--- log ---\n{text[-3000:]}")
-        return payload["result"]
-
-    return run
+def drive(driver: Driver):  # noqa: ANN201
+    """drive(scenario, dsn, **params) -> result: runs a driver.py scenario in the version's venv, fails on
+    error."""
+    return driver.run
 
 
 def rows(dsn: str, sql: str, *args: Any) -> list[dict[str, Any]]:

@@ -1,11 +1,19 @@
 """Runs INSIDE a LiteLLM version's venv (its python): drives LiteLLM's own database code.
 
-    <venv>/bin/python driver.py <scenario> --dsn <postgres dsn> --out <result.json> [--params JSON]
+    <venv>/bin/python driver.py --reply-fd N
+
+One long-lived process per LiteLLM version per test session: importing litellm's proxy takes 20-40 s, which
+used to be paid by every test. It imports once, writes `{"ready": true}` on fd N, then serves requests
+read from stdin, one JSON object a line: `{"scenario": name, "dsn": postgres dsn, "params": {...}}`; each
+answer is one JSON line on fd N: `{"ok": true, "result": ...}` or `{"ok": false, "error": ..., "traceback":
+...}`. stdout is redirected to stderr (LiteLLM prints there), so fd N carries nothing but answers. Every
+request runs on the same event loop, with its own PrismaClient (and so its own query engine) connected to
+the database the request names; scenarios restore any litellm module global they set.
 
 Only the standard library, litellm and the generated prisma client are importable here (the harness is
 not installed in that venv). Each scenario calls the functions LiteLLM itself calls on that path
 (PrismaClient, the endpoint functions, the spend writer), through the real generated Prisma client and
-whatever query engine PRISMA_QUERY_ENGINE_BINARY names, and writes a JSON result for the test to compare
+whatever query engine PRISMA_QUERY_ENGINE_BINARY names, and returns a JSON result for the test to compare
 with the rows it reads from Postgres.
 """
 
@@ -155,10 +163,19 @@ async def customer_new(dsn: str, params: dict[str, Any]) -> dict[str, Any]:
 @scenario
 async def auth_lookups(dsn: str, params: dict[str, Any]) -> dict[str, Any]:
     import litellm
-    from litellm.proxy.auth import auth_checks
 
+    before = getattr(litellm, "max_end_user_budget_id", None)
     if params.get("default_budget_id"):
         litellm.max_end_user_budget_id = params["default_budget_id"]
+    try:
+        return await _auth_lookups(dsn, params)
+    finally:  # the driver serves every later test from this process
+        litellm.max_end_user_budget_id = before
+
+
+async def _auth_lookups(dsn: str, params: dict[str, Any]) -> dict[str, Any]:
+    from litellm.proxy.auth import auth_checks
+
     async with Proxy(dsn) as p:
         out: dict[str, Any] = {"end_users": {}}
         for end_user_id in params["end_users"]:
@@ -301,22 +318,38 @@ async def raw_shapes(dsn: str, params: dict[str, Any]) -> dict[str, Any]:
                 "grouped_types": typed(grouped), "count": count}
 
 
+async def _answer(request: dict[str, Any]) -> dict[str, Any]:
+    # Prisma() without a datasource reads DATABASE_URL when it spawns its engine: point it at this request's db.
+    os.environ["DATABASE_URL"] = request["dsn"]
+    try:
+        result = await SCENARIOS[request["scenario"]](request["dsn"], request.get("params") or {})
+        return {"ok": True, "result": result}
+    except BaseException as exc:  # report every failure to the test as data
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+
+
+async def serve(reply: Any) -> None:
+    from litellm.proxy import proxy_server  # noqa: F401  (the slow import, paid once)
+
+    _Capture.get()
+    reply.write(json.dumps({"ready": True}) + "\n")
+    reply.flush()
+    loop = asyncio.get_running_loop()
+    while line := await loop.run_in_executor(None, sys.stdin.readline):
+        answer = await _answer(json.loads(line))
+        reply.write(json.dumps(answer, default=repr) + "\n")
+        reply.flush()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("scenario", choices=sorted(SCENARIOS))
-    ap.add_argument("--dsn", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--params", default="{}")
+    ap.add_argument("--reply-fd", type=int, required=True)
     args = ap.parse_args()
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    try:
-        result = asyncio.run(SCENARIOS[args.scenario](args.dsn, json.loads(args.params)))
-        payload: dict[str, Any] = {"ok": True, "result": result}
-    except BaseException as exc:  # report every failure to the test as data
-        payload = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
-    with open(args.out, "w") as fh:
-        json.dump(payload, fh, default=repr)
-    return 0 if payload["ok"] else 1
+    reply = os.fdopen(args.reply_fd, "w")
+    os.dup2(2, 1)  # whatever LiteLLM prints goes to the log, never into an answer
+    asyncio.run(serve(reply))
+    return 0
 
 
 if __name__ == "__main__":
