@@ -133,6 +133,10 @@ def test_a_fault_that_errored_makes_a_clean_run_inconclusive(tmp_path: Path) -> 
     assert any("fault window 0 (flush_redis) failed at its start: ConnectionError: redis unreachable" in r
                for r in res.reasons)
     assert res.summary.fault_problems == 1
+    b.meta["nemesis_errors"] = [{"window": None, "kind": "", "phase": "stop", "error": "RuntimeError: relay gone"}]
+    res = analyze(b.write(), plots=False)
+    assert res.verdict == INCONCLUSIVE
+    assert any("final reset failed: RuntimeError: relay gone" in r for r in res.reasons)
 
 
 def test_a_fault_window_that_never_started_blocks(tmp_path: Path) -> None:

@@ -33,7 +33,11 @@ class FaultCoverage(Check):
                                evidence=evidence, summary={"fault_problems": None})
         for e in errors:
             e = e if isinstance(e, dict) else {"error": str(e)}
-            blockers.append(f"fault window {e.get('window', '?')} ({e.get('kind', '?')}) failed at its "
+            if e.get("window") is None:     # the stop-time reset: a fault may have outlived the load
+                blockers.append(f"the nemesis's final reset failed: {e.get('error', '?')} — a fault may have "
+                                "lasted into the drain")
+                continue
+            blockers.append(f"fault window {e['window']} ({e.get('kind', '?')}) failed at its "
                             f"{e.get('phase', '?')}: {e.get('error', '?')} — the scenario's fault did not happen "
                             "as described")
         evidence.update(errors_recorded=True, errors=errors)
