@@ -1,23 +1,28 @@
 """Fixtures of the conformance suite: one real Postgres per session, a migrated template database per
-LiteLLM version, a fresh database per test (a cheap copy of the template), and one long-lived driver.py per
-version inside that version's venv, which every test of that version sends its scenario to."""
+LiteLLM version, a fresh database per test (a cheap copy of the template), and, started together per version
+so their start-ups overlap: one long-lived driver.py inside that version's venv, which every test of that
+version sends its scenario to, and one real proxy for test_proxy_e2e."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import secrets
 import select
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import psycopg
 import pytest
+import yaml
 
 from harness.errors import HarnessError
 from harness.litellm import env as litellm_env
@@ -94,27 +99,59 @@ def _dsn(server: PostgresServer, dbname: str) -> str:
     return f"postgresql://postgres@127.0.0.1:{server.port}/{dbname}"
 
 
+def _create_db(server: PostgresServer, name: str, template: str | None = None) -> str:
+    with psycopg.connect(server.admin_dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+    return _dsn(server, name)
+
+
+@dataclass
+class Boot:
+    """What one LiteLLM version needs, started together (see `boot`)."""
+
+    template_db: str
+    driver: Driver
+    proxy: BootedProxy
+
+
 @pytest.fixture(scope="session")
-def template_db(postgres: PostgresServer, env: litellm_env.LiteLLMEnv) -> str:
-    """A database with the version's migrations applied (copied per test with CREATE DATABASE … TEMPLATE)."""
-    name = _dbname("tmpl", env.version)
-    with psycopg.connect(postgres.admin_dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
+def boot(env: litellm_env.LiteLLMEnv, postgres: PostgresServer, workdir: Path) -> Iterator[Boot]:
+    """Starts everything slow for one version at once, so the start-ups overlap on 2 cores: driver.py
+    (importing litellm, 20-40 s), the migrations of the template database (the schema engine), then a real
+    proxy on its own copy of it (its litellm import again). pytest groups tests by the session-scoped
+    `version` parameter, so one version's processes are stopped before the next version's start."""
+    work = workdir / env.version
+    (work / "proxy").mkdir(parents=True, exist_ok=True)
+    driver = Driver(env, postgres.admin_dsn, work / "driver.log")
+    driver.start()
+    proxy: BootedProxy | None = None
     try:
-        litellm_env.apply_migrations(env, _dsn(postgres, name))
-    except HarnessError as exc:
-        pytest.fail(f"migrations of LiteLLM {env.version}: {exc.line()}")
-    return name
+        name = _dbname("tmpl", env.version)
+        template_dsn = _create_db(postgres, name)
+        try:
+            litellm_env.apply_migrations(env, template_dsn)
+        except HarnessError as exc:
+            pytest.fail(f"migrations of LiteLLM {env.version}: {exc.line()}")
+        proxy = BootedProxy(env, _create_db(postgres, _dbname("proxy", env.version), name), work / "proxy")
+        yield Boot(name, driver, proxy)
+    finally:
+        if proxy is not None:
+            proxy.stop()
+        driver.stop()
+
+
+@pytest.fixture(scope="session")
+def template_db(boot: Boot) -> str:
+    """A database with the version's migrations applied (copied per test with CREATE DATABASE … TEMPLATE)."""
+    return boot.template_db
 
 
 @pytest.fixture
 def db(postgres: PostgresServer, template_db: str) -> Iterator[str]:
     """A fresh migrated database for one test; yields its DSN."""
     name = f"t_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(postgres.admin_dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    yield _dsn(postgres, name)
+    yield _create_db(postgres, name, template_db)
     with psycopg.connect(postgres.admin_dsn, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -125,21 +162,31 @@ class Driver:
     Started again on the next request if it died (a timeout kills it), so one hung scenario fails one test.
     """
 
-    def __init__(self, env: litellm_env.LiteLLMEnv, template_dsn: str, log: Path) -> None:
-        self.env, self.template_dsn, self.log = env, template_dsn, log
+    def __init__(self, env: litellm_env.LiteLLMEnv, any_dsn: str, log: Path) -> None:
+        # any_dsn only fills DATABASE_URL at start: every request names its own database
+        self.env, self.any_dsn, self.log = env, any_dsn, log
         self.proc: subprocess.Popen[bytes] | None = None
         self.replies: IO[str] | None = None
+        self.ready = False
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Starts driver.py and returns at once (it answers `ready` once litellm is imported)."""
         read_fd, write_fd = os.pipe()
         with open(self.log, "ab") as fh:
             self.proc = subprocess.Popen(
                 [str(self.env.python), str(DRIVER), "--reply-fd", str(write_fd)],
-                env=self.env.proxy_env(self.template_dsn), stdin=subprocess.PIPE, stdout=fh,
+                env=self.env.proxy_env(self.any_dsn), stdin=subprocess.PIPE, stdout=fh,
                 stderr=subprocess.STDOUT, pass_fds=(write_fd,), start_new_session=True, cwd=self.log.parent)
         os.close(write_fd)
         self.replies = os.fdopen(read_fd, "r")
-        self._read(STARTUP_TIMEOUT_S, "start (import litellm)", self.log.stat().st_size)
+        self.ready = False
+
+    def wait_ready(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            self.start()
+        if not self.ready:
+            self._read(STARTUP_TIMEOUT_S, "start (import litellm)", 0)
+            self.ready = True
 
     def _read(self, timeout: float, what: str, log_from: int) -> dict[str, Any]:
         assert self.replies is not None and self.proc is not None
@@ -159,8 +206,7 @@ class Driver:
             return fh.read().decode(errors="replace")[-4000:]
 
     def run(self, scenario: str, dsn: str, **params: Any) -> Any:
-        if self.proc is None or self.proc.poll() is not None:
-            self._start()
+        self.wait_ready()
         assert self.proc is not None and self.proc.stdin is not None
         log_from = self.log.stat().st_size
         self.proc.stdin.write(json.dumps({"scenario": scenario, "dsn": dsn, "params": params}).encode() + b"\n")
@@ -177,17 +223,45 @@ class Driver:
             self.proc.wait()
         if self.replies is not None:
             self.replies.close()
-        self.proc, self.replies = None, None
+        self.proc, self.replies, self.ready = None, None, False
+
+
+class BootedProxy:
+    """A real `litellm` proxy of one version, started (not yet healthy) on its own migrated database."""
+
+    def __init__(self, env: litellm_env.LiteLLMEnv, dsn: str, work: Path) -> None:
+        self.env, self.dsn = env, dsn
+        self.master_key = f"sk-{secrets.token_hex(16)}"
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.group = ProcessGroup(work / "state")
+        config = work / "config.yaml"
+        config.write_text(yaml.safe_dump({
+            "model_list": [{"model_name": "fake", "litellm_params": {
+                "model": "openai/fake", "api_base": "http://127.0.0.1:9/v1", "api_key": "sk-none",
+                "input_cost_per_token": 0.000001, "output_cost_per_token": 0.000002}}],
+            "general_settings": {"master_key": self.master_key},
+            "litellm_settings": {"telemetry": False},
+        }))
+        cmd = [str(env.litellm_bin), "--config", str(config), "--host", "127.0.0.1", "--port", str(self.port)]
+        self.started = time.monotonic()
+        self.proc = self.group.start("proxy", cmd, log=work / "proxy.log", env=env.proxy_env(dsn), cwd=work,
+                                     port=self.port)
+
+    def stop(self) -> None:
+        if "proxy" in self.group.records:
+            self.group.stop("proxy", timeout=20)
 
 
 @pytest.fixture(scope="session")
-def driver(env: litellm_env.LiteLLMEnv, postgres: PostgresServer, template_db: str,
-           workdir: Path) -> Iterator[Driver]:
-    """One driver process per version; pytest groups tests by the session-scoped `version` parameter, so
-    the previous version's driver is stopped before the next one starts."""
-    instance = Driver(env, _dsn(postgres, template_db), workdir / f"driver-{env.version}.log")
-    yield instance
-    instance.stop()
+def driver(boot: Boot) -> Driver:
+    boot.driver.wait_ready()
+    return boot.driver
+
+
+@pytest.fixture(scope="session")
+def proxy(boot: Boot) -> BootedProxy:
+    return boot.proxy
 
 
 @pytest.fixture
