@@ -34,8 +34,9 @@ harness/engine/node_modules/.installed: harness/engine/package.json harness/engi
 litellm-envs: venv engine
 	$(BIN)/harness env build $(SETUP_VERSIONS)
 
+# --durations: every run says where its time went (the budget is 10 min on a quiet 2-core machine).
 test: setup
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest --durations=15 $(PYTEST_ARGS)
 
 test-fast: venv
 	$(BIN)/pytest -m "not e2e and not conformance" $(PYTEST_ARGS)
