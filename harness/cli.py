@@ -120,7 +120,8 @@ def run(
     """Run one scenario end to end and analyze it; exit 0 when the verdict matches the expectation.
 
     Bad input (scenario, version, backend, a fault the backend cannot do, --reuse without a running stack)
-    exits 2 before anything starts, with no run folder.
+    exits 2 before anything starts, with no run folder. Ctrl-C during the load or drain still drains and writes
+    the report, then exits 130.
     """
     from harness.run.experiment import RunOptions, run_scenario
 

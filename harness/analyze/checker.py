@@ -7,6 +7,8 @@ before it) and returns a `CheckResult`:
 - `findings`: what counts as the bug. They decide REPRODUCED only when the scenario's `checks` name the
   check's `counted_as` word; else they become notes ("not counted by this scenario's checks: …").
 - `blockers`: why nothing can be concluded (INCONCLUSIVE unless a counted finding exists; then notes).
+- `vetoes`: blockers that also void every finding — the evidence all findings stand on is missing (no ground
+  truth): INCONCLUSIVE even when a counted check found something; the findings become notes.
 - `notes`: anything else worth saying; `passed`: what the check verified when it found nothing (the reasons
   of a NOT REPRODUCED verdict).
 - `evidence`: its verdict.json section (key `section`); `summary`: its fields of the flat
@@ -35,6 +37,7 @@ T = TypeVar("T")
 class CheckResult:
     findings: list[str] = field(default_factory=list)
     blockers: list[str] = field(default_factory=list)
+    vetoes: list[str] = field(default_factory=list)     # blockers that void every finding too
     notes: list[str] = field(default_factory=list)
     passed: list[str] = field(default_factory=list)
     evidence: dict[str, Any] | None = None

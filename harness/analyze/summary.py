@@ -85,6 +85,9 @@ class Summary(BaseModel):
     deflated_usd: float | None = None
     # fault coverage: fault windows that errored or never started (None: the run folder does not record it)
     fault_problems: int | None = None
+    # completeness: blockers + vetoes about missing evidence (interrupted run, ground truth, sampler gaps)
+    evidence_problems: int | None = None
+    unmatched_ledger_rows: int | None = None       # ledger rows naming no end user of the scenario
 
     @property
     def outcome(self) -> str | None:

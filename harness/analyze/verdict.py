@@ -1,7 +1,8 @@
 """The verdict: a generic merge of the checks' results, its reasons and notes, the summary and verdict.json.
 
-Decision (unchanged since schema 1): findings of a check the scenario counts (`checks`) → REPRODUCED (every
-blocker then becomes a note); else any blocker → INCONCLUSIVE; else NOT REPRODUCED, with what the checks
+Decision: a veto (a blocker that voids every finding: the evidence all findings stand on is missing) →
+INCONCLUSIVE, the findings become notes; else findings of a check the scenario counts (`checks`) → REPRODUCED
+(every blocker then becomes a note); else any blocker → INCONCLUSIVE; else NOT REPRODUCED, with what the checks
 verified as reasons. Findings of checks the scenario does not count become notes.
 """
 
@@ -40,15 +41,21 @@ def decide(ctx: Context, checks: Sequence[Check], results: Results) -> Verdict:
     found: list[str] = []
     aside: list[str] = []                       # findings of checks the scenario does not count
     blockers: list[str] = []
+    vetoes: list[str] = []
     notes: list[str] = []
     passed: list[str] = []
     for check in checks:
         r = results[check.name]
         (found if check.counted_as in counted else aside).extend(r.findings)
         blockers += r.blockers
+        vetoes += r.vetoes
         notes += r.notes
         passed += r.passed
-    if found:
+    if vetoes:
+        verdict, reasons = INCONCLUSIVE, vetoes + blockers
+        notes = [f"not concluded (the evidence it needs is missing): {f}" for f in found] + notes
+        found = []
+    elif found:
         verdict, reasons = REPRODUCED, found
     elif blockers:
         verdict, reasons = INCONCLUSIVE, blockers
@@ -119,7 +126,8 @@ def build_verdict_json(ctx: Context, v: Verdict, checks: Sequence[Check], result
                    "true_low_total": num(ctx.ledger["low"].sum()) if len(ctx.ledger) else 0.0,
                    "true_high_total": num(ctx.ledger["high"].sum()) if len(ctx.ledger) else 0.0},
         "checks": {c.name: {"counted": c.counted_as in counted, "findings": results[c.name].findings,
-                            "blockers": results[c.name].blockers, "notes": results[c.name].notes,
+                            "blockers": results[c.name].blockers,
+                            "vetoes": results[c.name].vetoes, "notes": results[c.name].notes,
                             "error": results[c.name].error} for c in checks},
     }
     for c in checks:

@@ -8,7 +8,8 @@
    busy (the load) with a live table, stop them in reverse order on every exit path (normal end, Ctrl-C /
    SIGTERM, an error). The drain is the drain stage's stop, after the load's and the nemesis's.
 4. The stack goes down (unless --keep / --reuse) and its state is forgotten: last, whatever happened.
-5. Analysis, when a load ran and nothing failed (also after Ctrl-C: the drain still ran).
+5. Analysis, when a load ran and nothing failed (also after Ctrl-C: the drain still ran, the report is written,
+   and the exit code is 130 whatever the verdict — the analyzer calls an interrupted run INCONCLUSIVE).
 
 meta.json's `status` goes starting → stack up → load → drain → done (or interrupted / failed, with `failed_at`
 naming the step and `error` the exception); `status_history` keeps every step with its time. Everything a later
@@ -46,6 +47,7 @@ from harness.stack.base import Endpoints, Stack, StackSpec
 StackFactory = Callable[[str, str], Stack]      # (backend, stack name) -> an unstarted Stack
 Analyzer = Callable[[Path, Console], int]       # run folder -> exit code
 POLL_S = 0.5
+INTERRUPTED_EXIT = 130     # the shell convention for SIGINT, as `harness` exits for any interrupt
 
 
 @dataclass
@@ -149,7 +151,8 @@ def _default_analyzer(run_dir: Path, console: Console) -> int:
 def run_scenario(path: Path, opts: RunOptions, console: Console, *, stack_factory: StackFactory | None = None,
                  stages: Callable[[], Sequence[Stage]] = default_stages, clock: Clock | None = None,
                  analyzer: Analyzer | None = None) -> int:
-    """Run one scenario end to end; returns the analysis' exit code (0 without analysis).
+    """Run one scenario end to end; returns the analysis' exit code (0 without analysis), or INTERRUPTED_EXIT
+    when interrupted during the load or drain (the partial run is still analysed and its report written).
 
     Raises HarnessError for bad input (nothing created), re-raises a stage's error after every stop ran and the
     stack went down, raises Interrupted when interrupted before the load started (nothing to analyse).
@@ -201,9 +204,9 @@ def run_scenario(path: Path, opts: RunOptions, console: Console, *, stack_factor
         meta.update(status="interrupted", t_finished=clock.time())
         raise Interrupted("interrupted before the load started")
     meta.update(status="interrupted" if ctx.outcome == "interrupted" else "done", t_finished=clock.time())
-    if not opts.analyze:
-        return 0
-    return (analyzer or _default_analyzer)(run_dir, console)
+    code = (analyzer or _default_analyzer)(run_dir, console) if opts.analyze else 0
+    # a run that did not finish says nothing about the version: the caller must not read a verdict's 0/1
+    return INTERRUPTED_EXIT if ctx.outcome == "interrupted" else code
 
 
 def _finish_stack(stack: Stack, meta: MetaWriter, console: Console, stop: bool) -> None:

@@ -113,7 +113,7 @@ def test_leaked_reservation_after_drain(tmp_path: Path) -> None:
 
 
 def test_db_lag_is_not_a_leak(tmp_path: Path) -> None:
-    b = RunBuilder(tmp_path / "run", scenario=base_scenario(expect="clean"), load_s=48.0)
+    b = RunBuilder(tmp_path / "run", scenario=base_scenario(expect="clean"), load_s=48.0, drain_s=12.0)
     steady_users(b, USERS, samples_until=60.0)
     # DB spend trails the truth by 15 s (inside the batch-write allowance): at the last sample (12 s after the
     # load) it still misses the final calls, while the counter equals true spend: nothing leaked

@@ -7,6 +7,7 @@ Adding a check = one new module with a `harness.analyze.checker.Check` subclass 
 from __future__ import annotations
 
 from harness.analyze.checker import Check
+from harness.analyze.checks.completeness import Completeness
 from harness.analyze.checks.deflation import Deflation
 from harness.analyze.checks.drain import Drain
 from harness.analyze.checks.fault_coverage import FaultCoverage
@@ -21,4 +22,5 @@ CHECKS: tuple[Check, ...] = (
     Drain(),
     Deflation(),
     FaultCoverage(),
+    Completeness(),
 )
