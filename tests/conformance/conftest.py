@@ -108,23 +108,30 @@ def _create_db(server: PostgresServer, name: str, template: str | None = None) -
 
 @dataclass
 class Boot:
-    """What one LiteLLM version needs, started together (see `boot`)."""
+    """What one LiteLLM version needs, started together (see `boot`); None = no selected test needs it."""
 
     template_db: str
-    driver: Driver
-    proxy: BootedProxy
+    driver: Driver | None
+    proxy: BootedProxy | None
+
+
+def _selected_use(request: pytest.FixtureRequest, fixture: str) -> bool:
+    return any(fixture in getattr(item, "fixturenames", ()) for item in request.session.items)
 
 
 @pytest.fixture(scope="session")
-def boot(env: litellm_env.LiteLLMEnv, postgres: PostgresServer, workdir: Path) -> Iterator[Boot]:
+def boot(request: pytest.FixtureRequest, env: litellm_env.LiteLLMEnv, postgres: PostgresServer,
+         workdir: Path) -> Iterator[Boot]:
     """Starts everything slow for one version at once, so the start-ups overlap on 2 cores: driver.py
     (importing litellm, 20-40 s), the migrations of the template database (the schema engine), then a real
-    proxy on its own copy of it (its litellm import again). pytest groups tests by the session-scoped
-    `version` parameter, so one version's processes are stopped before the next version's start."""
+    proxy on its own copy of it (its litellm import again); the driver and the proxy only when a selected
+    test uses them. pytest groups tests by the session-scoped `version` parameter, so one version's
+    processes are stopped before the next version's start."""
     work = workdir / env.version
     (work / "proxy").mkdir(parents=True, exist_ok=True)
-    driver = Driver(env, postgres.admin_dsn, work / "driver.log")
-    driver.start()
+    driver = Driver(env, postgres.admin_dsn, work / "driver.log") if _selected_use(request, "drive") else None
+    if driver is not None:
+        driver.start()
     proxy: BootedProxy | None = None
     try:
         name = _dbname("tmpl", env.version)
@@ -133,12 +140,14 @@ def boot(env: litellm_env.LiteLLMEnv, postgres: PostgresServer, workdir: Path) -
             litellm_env.apply_migrations(env, template_dsn)
         except HarnessError as exc:
             pytest.fail(f"migrations of LiteLLM {env.version}: {exc.line()}")
-        proxy = BootedProxy(env, _create_db(postgres, _dbname("proxy", env.version), name), work / "proxy")
+        if _selected_use(request, "proxy"):
+            proxy = BootedProxy(env, _create_db(postgres, _dbname("proxy", env.version), name), work / "proxy")
         yield Boot(name, driver, proxy)
     finally:
         if proxy is not None:
             proxy.stop()
-        driver.stop()
+        if driver is not None:
+            driver.stop()
 
 
 @pytest.fixture(scope="session")
@@ -255,12 +264,14 @@ class BootedProxy:
 
 @pytest.fixture(scope="session")
 def driver(boot: Boot) -> Driver:
+    assert boot.driver is not None  # `boot` starts one whenever a selected test uses `drive`
     boot.driver.wait_ready()
     return boot.driver
 
 
 @pytest.fixture(scope="session")
 def proxy(boot: Boot) -> BootedProxy:
+    assert boot.proxy is not None  # `boot` starts one whenever a selected test uses `proxy`
     return boot.proxy
 
 
