@@ -15,7 +15,6 @@ import shlex
 import shutil
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -161,8 +160,7 @@ class LocalStack:
         for i, port in enumerate(proxy_ports):
             self._start_proxy(i, port, env, config_path, proxy_env)
         proxy_urls = [f"http://127.0.0.1:{p}" for p in proxy_ports]
-        with ThreadPoolExecutor(max_workers=n) as pool:
-            list(pool.map(lambda i: self._wait_proxy(i, proxy_urls[i]), range(n)))
+        self._wait_proxies(proxy_urls)
         timings["proxies_s"] = time.monotonic() - t0
 
         endpoints = Endpoints(
@@ -187,6 +185,30 @@ class LocalStack:
                "--num_workers", "1", *shlex.split(os.environ.get("HARNESS_PROXY_EXTRA_ARGS", ""))]
         self._group.start(replica_name(index), cmd, log=self.log_dir / f"{replica_name(index)}.log", env=proxy_env,
                          port=port)
+
+    def _wait_proxies(self, urls: list[str]) -> None:
+        """Wait for every replica in THIS thread (not a thread pool: a SIGTERM/Ctrl-C raised here must stop the
+        start-up at once, and a pool's shutdown would first wait for its workers' health polls to end)."""
+        pending = dict(enumerate(urls))
+
+        def all_healthy() -> bool:
+            for index, url in list(pending.items()):
+                if http_ok(f"{url}/health/liveliness", timeout=2):
+                    del pending[index]
+                elif not self._group.alive(replica_name(index)):
+                    name = replica_name(index)
+                    raise StackError(f"replica {index} failed to start: LiteLLM replica {index} ({url}) exited "
+                                     f"before it became healthy\n--- last lines of {self.log_dir / (name + '.log')} "
+                                     f"---\n{self._group.log_tail(name, 25)}", "see its log above")
+            return not pending
+
+        def still_starting() -> str:
+            first = replica_name(min(pending))
+            return (f"not healthy yet: replica(s) {', '.join(map(str, sorted(pending)))}\n--- last lines of "
+                    f"{self.log_dir / (first + '.log')} ---\n{self._group.log_tail(first, 25)}")
+
+        wait_until(all_healthy, deadline_s=PROXY_START_DEADLINE_S, interval=0.5, what="LiteLLM replicas",
+                   on_fail=still_starting)
 
     def _wait_proxy(self, index: int, url: str) -> float:
         name = replica_name(index)
