@@ -45,6 +45,7 @@ class FakeCore:
         self.name = name
         self.fail = fail or set()
         self.up_error = up_error
+        self.preflight_error: Exception | None = None
         self.calls: list[tuple[float, str, tuple[Any, ...]]] = []
         self.tracked: dict[str, int] = {}
         self.spec: StackSpec | None = None
@@ -61,6 +62,11 @@ class FakeCore:
         return [(n, a) for _, n, a in self.calls]
 
     # -- Stack core ---------------------------------------------------------------------------------
+    def preflight(self, spec: StackSpec) -> None:
+        self._call("preflight", spec.version)
+        if self.preflight_error is not None:
+            raise self.preflight_error
+
     def up(self, spec: StackSpec, console: Console | None = None) -> Endpoints:
         self._call("up", spec.version, spec.replicas)
         if self.up_error is not None:

@@ -1,8 +1,8 @@
 """`harness run SCENARIO`: Jepsen's `run!` skeleton over one run context.
 
 1. Validate everything (scenario file and overrides, LiteLLM version, backend, the capabilities the fault
-   windows need, `--reuse`'s running stack, a new run folder). Bad input raises HarnessError before anything
-   exists: no process started, NO run folder.
+   windows need, `--reuse`'s running stack, the backend's preflight: binaries, Docker engine; a new run folder).
+   Bad input raises HarnessError before anything exists: no process started, NO run folder.
 2. Create the run folder (scenario.yaml, meta.json) and bring the stack up (or reuse the running one).
 3. Thread one RunContext through the stages (harness/run/stages.py): start them in order, wait while one is
    busy (the load) with a live table, stop them in reverse order on every exit path (normal end, Ctrl-C /
@@ -107,6 +107,8 @@ def prepare(path: Path, opts: RunOptions, stack_factory: StackFactory) -> Prepar
     try:
         check_capabilities(scenario.faults, stack)
         reused = _running_endpoints(stack, scenario) if opts.reuse else None
+        if reused is None:
+            stack.preflight(StackSpec.from_scenario(scenario, run_dir))   # no engine / binary: refused here
     except HarnessError:
         if not opts.reuse:
             stack.forget()     # a backend may have made an (empty) state folder for the new stack

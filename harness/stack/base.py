@@ -129,6 +129,11 @@ class Stack(Protocol):
     name: str
     backend: str
 
+    def preflight(self, spec: StackSpec) -> None:
+        """Raise HarnessError when this backend cannot bring `spec` up on this machine (a missing binary, no
+        engine): called before the run folder exists. Starts nothing, writes nothing."""
+        ...
+
     def up(self, spec: StackSpec, console: Console | None = None) -> Endpoints:
         """Start everything; raises HarnessError/StackError (after stopping what it started) when it cannot."""
         ...

@@ -26,9 +26,9 @@ from harness.errors import HarnessError, StackError
 from harness.litellm import env as litellm_env
 from harness.litellm.proxy_config import DEFAULT_BUDGET_ID, dump_config, generate_master_key, render_proxy_config
 from harness.stack.base import Endpoints, StackFacts, StackSpec, master_key_file, replica_name, state_dir_of
-from harness.stack.postgres import PostgresServer
+from harness.stack.postgres import PostgresServer, pg_bindir, run_as
 from harness.stack.redis_relay import relay_command
-from harness.stack.redis_server import RedisServer
+from harness.stack.redis_server import RedisServer, redis_binary
 from harness.util import ports
 from harness.util.fsutil import write_secret
 from harness.util.procs import ProcessGroup, http_ok, record_processes, wait_until
@@ -70,6 +70,11 @@ class LocalStack:
     def _write_master_key(self, key: str) -> None:
         path = self.state_dir / SECRETS_FILE
         write_secret(path, json.dumps({"master_key": key}))
+
+    def preflight(self, spec: StackSpec) -> None:
+        redis_binary()
+        pg_bindir()
+        run_as()
 
     def is_running(self) -> bool:
         return any(self._group.alive(name) for name in self._group.records)

@@ -44,8 +44,8 @@ def pg_bindir() -> Path:
                        "install them (`make system`) or set HARNESS_PG_BINDIR")
 
 
-def _run_as() -> pwd.struct_passwd | None:
-    """The account to run the server as (None: the current one)."""
+def run_as() -> pwd.struct_passwd | None:
+    """The account to run the server as (None: the current one); HarnessError when root has no such user."""
     if os.geteuid() != 0:
         return None
     name = os.environ.get("HARNESS_PG_USER", "postgres")
@@ -79,13 +79,13 @@ class PostgresServer:
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def _prefix(self) -> list[str]:
-        user = _run_as()
+        user = run_as()
         if user is None:
             return []
         return ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups", "--"]
 
     def _prepare_data_dir(self, group: ProcessGroup, log_dir: Path) -> None:
-        user = _run_as()
+        user = run_as()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if user is not None:
             os.chown(self.data_dir, user.pw_uid, user.pw_gid)

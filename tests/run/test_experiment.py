@@ -348,6 +348,16 @@ def test_a_fault_the_backend_cannot_do_creates_no_run_folder(tmp_path: Path, iso
     assert core.names() == [("forget", ())]     # the unstarted stack's state (if any) is cleaned up
 
 
+def test_a_backend_that_cannot_start_here_creates_no_run_folder(scenario_file: Path, tmp_path: Path,
+                                                                isolated_dirs: Path) -> None:
+    h = Harness(tmp_path)
+    h.stack.preflight_error = HarnessError("no Docker engine answers at unix:///x.sock", "start Docker")
+    with pytest.raises(HarnessError, match="no Docker engine"):
+        h.run(scenario_file, lambda: _stages(h.log), out=None)
+    assert not h.out.exists() and (not isolated_dirs.exists() or not any(isolated_dirs.iterdir()))
+    assert [n for n, _ in h.stack.names()] == ["preflight", "forget"]    # never up, no stage started
+
+
 @pytest.mark.parametrize(("override", "message"), [
     ({"backend": "external"}, "external backend is not implemented"),
     ({"backend": "kubernetes"}, "backend"),
@@ -425,6 +435,7 @@ def test_the_run_output_in_a_log_file_keeps_the_table_unwrapped(scenario_file: P
 @pytest.mark.parametrize(("args", "message"), [
     (["--backend", "external"], "error: the external backend is not implemented yet — use --backend local"),
     (["--reuse", "--name", "nothing-here"], "error: --reuse: no running local stack named 'nothing-here'"),
+    (["--backend", "compose"], "error: no Docker engine answers at unix:///nonexistent/docker.sock"),
 ])
 def test_harness_run_refuses_bad_input_with_one_line_and_no_run_folder(scenario_file: Path, tmp_path: Path,
                                                                        args: list[str], message: str) -> None:
@@ -432,7 +443,7 @@ def test_harness_run_refuses_bad_input_with_one_line_and_no_run_folder(scenario_
     import sys
 
     env = {**os.environ, "HARNESS_RESULTS_DIR": str(tmp_path / "results"), "HARNESS_STATE_DIR": str(tmp_path / "st"),
-           "COLUMNS": "80"}
+           "COLUMNS": "80", "DOCKER_HOST": "unix:///nonexistent/docker.sock"}
     proc = subprocess.run([sys.executable, "-m", "harness", "run", str(scenario_file), *args], env=env,
                           capture_output=True, text=True, timeout=60, cwd=Path(__file__).parents[2])
     assert proc.returncode == 2, proc.stderr

@@ -26,7 +26,7 @@ def _fake_initdb(bindir: Path, state: Path, rc: int) -> None:
 
 @pytest.mark.parametrize("rc", [0, 1])
 def test_initdb_is_recorded_while_it_runs(rc: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(postgres, "_run_as", lambda: None)     # no user switch: the fake runs as we are
+    monkeypatch.setattr(postgres, "run_as", lambda: None)     # no user switch: the fake runs as we are
     monkeypatch.setenv("HARNESS_PG_BINDIR", str(tmp_path / "bin"))
     _fake_initdb(tmp_path / "bin", tmp_path / "state", rc)
     group = ProcessGroup(tmp_path / "state")

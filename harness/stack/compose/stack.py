@@ -208,6 +208,10 @@ class ComposeStack:
                              "is the stack up? (`harness up --backend compose`)")
         return found[0]
 
+    def preflight(self, spec: StackSpec) -> None:
+        self.client()           # no engine: one line, exit 2
+        self.compose_cmd()      # no Compose v2 binary: one line, exit 2
+
     def is_running(self) -> bool:
         if any(self._tracked.alive(name) for name in self._tracked.records):
             return True
