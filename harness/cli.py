@@ -19,6 +19,13 @@ app.add_typer(env_app, name="env")
 
 console = Console(stderr=True)
 
+# --json / --junit of run, analyze, matrix, catalog (harness/results_io/; schema in docs/results-schema.json)
+JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON summary object on stdout at the end "
+                                                      "(everything else goes to stderr); docs/machine-readable.md")]
+JunitOpt = Annotated[Path | None, typer.Option("--junit", help="write a JUnit XML file: one test case per run, "
+                                                              "a failure when the verdict contradicts the "
+                                                              "expectation")]
+
 
 # -- environments ----------------------------------------------------------------------------------
 @env_app.command("build")
@@ -116,6 +123,8 @@ def run(
                                              "else run-<run-id>)")] = None,
     processes: Annotated[int, typer.Option(min=1, help="Locust worker processes")] = 1,
     out: Annotated[Path | None, typer.Option(help="run folder (default results/<run-id>)")] = None,
+    json_out: JsonOpt = False,
+    junit: JunitOpt = None,
 ) -> None:
     """Run one scenario end to end and analyze it; exit 0 when the verdict matches the expectation.
 
@@ -123,20 +132,36 @@ def run(
     exits 2 before anything starts, with no run folder. Ctrl-C during the load or drain still drains and writes
     the report, then exits 130.
     """
+    from harness.results_io import ResultsOutput, run_results
     from harness.run.experiment import RunOptions, run_scenario
 
-    code = run_scenario(scenario, RunOptions(litellm=litellm, backend=backend, replicas=replicas,
-                                             duration=duration, seed=seed, reuse=reuse, keep=keep,
-                                             processes=processes, out=out, stack_name=name), console=console)
+    results = ResultsOutput(json_out, junit)
+    run_dirs: list[Path] = []
+    with results.capture():
+        code = run_scenario(scenario, RunOptions(litellm=litellm, backend=backend, replicas=replicas,
+                                                 duration=duration, seed=seed, reuse=reuse, keep=keep,
+                                                 processes=processes, out=out, stack_name=name), console=console,
+                            on_run_dir=run_dirs.append)
+    results.emit(run_results("run", run_dirs[0], code))
     raise typer.Exit(code)
 
 
 @app.command()
-def analyze(run_dir: Annotated[Path, typer.Argument(help="a run folder, results/<run-id>")]) -> None:
+def analyze(
+    run_dir: Annotated[Path, typer.Argument(help="a run folder, results/<run-id>")],
+    json_out: JsonOpt = False,
+    junit: JunitOpt = None,
+) -> None:
     """Turn a run folder into verdict.json, pictures and report.md; exit 0/1/2 as the verdict says."""
     from harness.analyze import analyze_cli
+    from harness.results_io import ResultsOutput, run_results
 
-    raise typer.Exit(analyze_cli(run_dir, console=console))
+    results = ResultsOutput(json_out, junit)
+    with results.capture():
+        code = analyze_cli(run_dir, console=console)
+    if code != 2:       # 2: an unusable folder, already said in one line; nothing to summarise
+        results.emit(run_results("analyze", run_dir, code))
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -147,11 +172,18 @@ def matrix(
     baseline: Annotated[Path | None, typer.Option(help="a previous results/matrix-<id> to compare with")] = None,
     duration: Annotated[float | None, typer.Option(help="override the load duration (s)")] = None,
     out: Annotated[Path | None, typer.Option(help="matrix folder (default results/matrix-<id>)")] = None,
+    json_out: JsonOpt = False,
+    junit: JunitOpt = None,
 ) -> None:
     """Every scenario on every version: matrix.csv/.md, summary.png; exit 1 if a cell contradicts its expectation."""
     from harness.matrix import matrix_command
+    from harness.results_io import ResultsOutput, cells_results
 
-    raise typer.Exit(matrix_command(versions, scenario, repeat, baseline, duration, out, console))
+    results = ResultsOutput(json_out, junit)
+    with results.capture():
+        res = matrix_command(versions, scenario, repeat, baseline, duration, out, console)
+    results.emit(cells_results("matrix", res.results, res.exit_code, str(res.out_dir.absolute())))
+    raise typer.Exit(res.exit_code)
 
 
 @app.command()
@@ -182,12 +214,22 @@ def catalog(
     duration: Annotated[float | None, typer.Option(help="override the load duration (s)")] = None,
     reanalyze: Annotated[bool, typer.Option(help="re-analyse the run folders the README table links, "
                                             "without running anything")] = False,
+    json_out: JsonOpt = False,
+    junit: JunitOpt = None,
 ) -> None:
     """Each catalog scenario on the versions it names, one run at a time: the outcome table."""
     from harness.matrix.catalog import catalog_command
+    from harness.matrix.execute import CellResult
+    from harness.results_io import ResultsOutput, cells_results
 
-    raise typer.Exit(catalog_command(versions, scenarios, update_readme, schema_only, duration, console,
-                                     reanalyze=reanalyze))
+    results = ResultsOutput(json_out, junit)
+    cells: list[CellResult] = []
+    out_dirs: list[Path] = []
+    with results.capture():
+        code = catalog_command(versions, scenarios, update_readme, schema_only, duration, console,
+                               reanalyze=reanalyze, on_cell=cells.append, on_out_dir=out_dirs.append)
+    results.emit(cells_results("catalog", cells, code, str(out_dirs[0].absolute()) if out_dirs else None))
+    raise typer.Exit(code)
 
 
 @app.command()

@@ -14,17 +14,22 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
 
 from harness.errors import HarnessError
 
+if TYPE_CHECKING:
+    from harness.matrix.matrix import MatrixResult
+
 DEFAULT_SCENARIO = Path("scenarios/phantom-budget.yaml")
 
 
 def matrix_command(versions: str, scenarios: list[Path] | None, repeat: int, baseline: Path | None,
-                   duration: float | None, out: Path | None, console: Console) -> int:
+                   duration: float | None, out: Path | None, console: Console) -> MatrixResult:
+    """`harness matrix`: the result's exit_code is the release gate's (harness.matrix.matrix.run_matrix)."""
     from harness.matrix.execute import RealRunner
     from harness.matrix.matrix import command_line, new_matrix_dir, parse_versions, run_matrix
     from harness.paths import results_dir
@@ -32,10 +37,9 @@ def matrix_command(versions: str, scenarios: list[Path] | None, repeat: int, bas
     if repeat < 1:
         raise HarnessError("--repeat must be at least 1", "pass --repeat 1 or more")
     out_dir = out or new_matrix_dir(results_dir())
-    result = run_matrix(scenarios or [DEFAULT_SCENARIO], parse_versions(versions), RealRunner(console, duration),
-                        out_dir, console, repeat=repeat, baseline=baseline, duration=duration,
-                        command=command_line(sys.argv[1:]))
-    return result.exit_code
+    return run_matrix(scenarios or [DEFAULT_SCENARIO], parse_versions(versions), RealRunner(console, duration),
+                      out_dir, console, repeat=repeat, baseline=baseline, duration=duration,
+                      command=command_line(sys.argv[1:]))
 
 
 def bisect_command(scenario: Path, good: str, bad: str, duration: float | None, check_ends: bool,

@@ -152,9 +152,10 @@ def _default_analyzer(run_dir: Path, console: Console) -> int:
 
 def run_scenario(path: Path, opts: RunOptions, console: Console, *, stack_factory: StackFactory | None = None,
                  stages: Callable[[], Sequence[Stage]] = default_stages, clock: Clock | None = None,
-                 analyzer: Analyzer | None = None) -> int:
+                 analyzer: Analyzer | None = None, on_run_dir: Callable[[Path], None] | None = None) -> int:
     """Run one scenario end to end; returns the analysis' exit code (0 without analysis), or INTERRUPTED_EXIT
     when interrupted during the load or drain (the partial run is still analysed and its report written).
+    `on_run_dir(run folder)` is called once the run folder exists (e.g. for `--json`, which names it).
 
     Raises HarnessError for bad input (nothing created), re-raises a stage's error after every stop ran and the
     stack went down, raises Interrupted when interrupted before the load started (nothing to analyse).
@@ -172,6 +173,8 @@ def run_scenario(path: Path, opts: RunOptions, console: Console, *, stack_factor
         "machine": {"cpus": os.cpu_count() or 1, "platform": platform.platform()},
         "command": _command_line(path, opts, scenario), "t_created": clock.time(), "status": "starting"})
     console.print(f"run folder: {run_dir}", soft_wrap=True, highlight=False)
+    if on_run_dir is not None:
+        on_run_dir(run_dir)
 
     ctx: RunContext | None = None
     started_stack = prep.reused is None

@@ -39,9 +39,10 @@ CATALOG_CSV = "catalog.csv"
 
 def run_catalog(cells: Sequence[tuple[Entry, str]], runner: Runner, out_dir: Path,
                 say: Callable[[str], None] = print, run_root: Path | None = None,
-                on_row: Callable[[list[dict[str, str]]], None] | None = None) -> list[dict[str, str]]:
+                on_row: Callable[[list[dict[str, str]]], None] | None = None,
+                on_cell: Callable[[CellResult], None] | None = None) -> list[dict[str, str]]:
     """Run the cells one at a time; each row is appended to out_dir/catalog.csv as its cell ends (and
-    `on_row(rows so far)` is called, e.g. to refresh the README)."""
+    `on_row(rows so far)` is called, e.g. to refresh the README; `on_cell(its CellResult)`, e.g. for --json)."""
     from harness.run.runfolder import new_run_id
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -59,21 +60,25 @@ def run_catalog(cells: Sequence[tuple[Entry, str]], runner: Runner, out_dir: Pat
                 time.sleep(1.0)
                 run_dir = root / new_run_id(entry.name, version)
             cell = runner(entry.path, version, run_dir)
+            cell.scenario = entry.name      # as the row names it (a runner may name it by its file)
             row = outcome_row(entry, cell)
             rows.append(row)
             writer.writerow(row)
             fh.flush()
             if on_row is not None:
                 on_row(rows)
+            if on_cell is not None:
+                on_cell(cell)
             say(f"    → {row['verdict']} (expected {row['expected']}, match {row['match']}): phantoms "
                 f"{row['phantoms'] or '–'}, leaked ${row['leaked_usd'] or '–'}, {row['run_dir']}")
     return rows
 
 
-def reanalyze_rows(readme: Path, entries: Sequence[Entry], console: Console,
-                   root: Path = REPO_ROOT) -> list[dict[str, str]]:
+def reanalyze_rows(readme: Path, entries: Sequence[Entry], console: Console, root: Path = REPO_ROOT,
+                   on_cell: Callable[[CellResult], None] | None = None) -> list[dict[str, str]]:
     """Re-run the analyzer on the run folders the outcome table links and rebuild those rows (the runs
-    themselves are not repeated). Rows whose folder is gone (or is not a run folder) are kept as they are."""
+    themselves are not repeated). Rows whose folder is gone (or is not a run folder) are kept as they are;
+    `on_cell` sees each re-analysed cell."""
     from harness.analyze import analyze
     from harness.matrix.execute import read_run_folder
 
@@ -92,6 +97,8 @@ def reanalyze_rows(readme: Path, entries: Sequence[Entry], console: Console,
         cell = read_run_folder(CellResult(scenario=entry.name, version=row["version"], run_dir=str(run_dir)),
                                run_dir)
         new = outcome_row(entry, cell)
+        if on_cell is not None:
+            on_cell(cell)
         console.print(f"{entry.name} on {row['version']}: {row.get('verdict')} → {new['verdict']}", markup=False)
         rows.append(new)
     return rows
@@ -103,12 +110,16 @@ def _split(text: str | None) -> list[str]:
 
 def catalog_command(versions: str | None, scenarios: str | None, update: bool, schema_only: bool,
                     duration: float | None, console: Console, runner: Runner | None = None,
-                    directory: Path = SCENARIOS_DIR, reanalyze: bool = False) -> int:
-    """`harness catalog`: 0 when every cell that ran matches its expectation, 1 when one does not."""
+                    directory: Path = SCENARIOS_DIR, reanalyze: bool = False,
+                    on_cell: Callable[[CellResult], None] | None = None,
+                    on_out_dir: Callable[[Path], None] | None = None) -> int:
+    """`harness catalog`: 0 when every cell that ran matches its expectation, 1 when one does not.
+    `on_cell` sees each cell's CellResult as it ends, `on_out_dir` the catalog folder once it is chosen
+    (both for --json / --junit)."""
     entries_all = discover(directory)
     readme = directory / README
     if reanalyze:
-        rows = reanalyze_rows(readme, entries_all, console)
+        rows = reanalyze_rows(readme, entries_all, console, on_cell=on_cell)
         update_readme(readme, rows, entries_all)
         console.print(f"{len(rows)} row(s) re-analysed in {readme}")
         return 0 if all(r["match"] != "NO" for r in rows) else 1
@@ -126,8 +137,10 @@ def catalog_command(versions: str | None, scenarios: str | None, update: bool, s
         runner = RealRunner(console, duration=duration)
     out_dir = results_dir() / f"catalog-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
     console.print(f"catalog: {len(cells)} run(s), one at a time → {out_dir / CATALOG_CSV}")
+    if on_out_dir is not None:
+        on_out_dir(out_dir)
     refresh = (lambda rows: update_readme(readme, rows, entries_all)) if update else None
-    rows = run_catalog(cells, runner, out_dir, say=console.print, on_row=refresh)
+    rows = run_catalog(cells, runner, out_dir, say=console.print, on_row=refresh, on_cell=on_cell)
     if update:
         console.print(f"outcome table updated in {readme}")
     console.print(render_table(rows), markup=False, highlight=False)

@@ -1,0 +1,69 @@
+"""JUnit XML (`--junit FILE`): one <testcase> per run (run, analyze) or per run of a cell (matrix, catalog).
+
+classname = the scenario, name = the LiteLLM version (matrix / catalog; ` r<k>` added for repeats) or the run id
+(run, analyze). The case's gate (harness/results_io/models.py) decides its child:
+failed → <failure message="<verdict line>">, error → <error message=…>, skipped → <skipped message=…>,
+passed → none. The failure's text is the verdict's reasons; <system-out> names the run folder.
+
+Written with the stdlib's xml.etree: the format is a handful of elements, and no JUnit library is a dependency
+of the harness (junit-xml / junitparser would add one for ~40 lines of code).
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.results_io.models import CellsResults, Gate, RunResults
+from harness.util.fsutil import atomic_write_text
+
+
+@dataclass(frozen=True)
+class Case:
+    classname: str
+    name: str
+    gate: Gate
+    message: str           # the verdict line
+    text: str = ""         # the reasons
+    seconds: float = 0.0
+    run_dir: str = ""
+
+
+def cases_of(doc: RunResults | CellsResults) -> list[Case]:
+    if isinstance(doc, RunResults):
+        s = doc.summary
+        return [Case(classname=(s.scenario if s and s.scenario else "run"), name=Path(doc.run_dir).name,
+                     gate=doc.gate, message=doc.verdict_line, text=s.reason if s else "",
+                     seconds=(s.load_s or 0.0) if s else 0.0, run_dir=doc.run_dir)]
+    repeats = {(c.scenario, c.version) for c in doc.cells if c.repeat > 1}
+    return [Case(classname=c.scenario,
+                 name=c.version + (f" r{c.repeat}" if (c.scenario, c.version) in repeats else ""),
+                 gate=c.gate, message=c.verdict_line, text=c.reason, seconds=c.wall_s or 0.0, run_dir=c.run_dir)
+            for c in doc.cells]
+
+
+def render(doc: RunResults | CellsResults) -> str:
+    cases = cases_of(doc)
+    counts = {g: sum(c.gate == g for c in cases) for g in ("failed", "error", "skipped")}
+    suite_name = f"harness {doc.command}"
+    attrs = {"name": suite_name, "tests": str(len(cases)), "failures": str(counts["failed"]),
+             "errors": str(counts["error"]), "skipped": str(counts["skipped"]),
+             "time": f"{sum(c.seconds for c in cases):.1f}"}
+    root = ET.Element("testsuites", attrs)
+    suite = ET.SubElement(root, "testsuite", attrs)
+    for case in cases:
+        el = ET.SubElement(suite, "testcase", {"classname": case.classname, "name": case.name,
+                                               "time": f"{case.seconds:.1f}"})
+        tag = {"failed": "failure", "error": "error", "skipped": "skipped"}.get(case.gate)
+        if tag is not None:
+            child = ET.SubElement(el, tag, {"message": case.message, "type": case.gate})
+            child.text = case.text or None
+        if case.run_dir:
+            ET.SubElement(el, "system-out").text = f"run folder: {case.run_dir}"
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def write(doc: RunResults | CellsResults, path: Path) -> None:
+    atomic_write_text(path, render(doc))

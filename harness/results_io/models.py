@@ -1,0 +1,167 @@
+"""The machine-readable results (`--json`): pydantic models, defined here once; docs/results-schema.json is
+generated from them (`python -m harness.results_io`) and a test keeps the committed file equal to it.
+
+One document per command: `RunResults` (run, analyze: one run folder) or `CellsResults` (matrix, catalog: one
+entry per run of a cell). Both carry `schema` (RESULTS_SCHEMA, bumped when a field changes meaning or goes
+away; new fields may appear without a bump) and `command`, which tells them apart.
+
+Each run / cell also has a `gate` — passed | failed | error | skipped — the one classification the JSON counts,
+the JUnit file (harness/results_io/junit.py) and the exit code agree on:
+
+- passed: the verdict matches the expectation;
+- failed: it does not (including INCONCLUSIVE: a release gate cannot pass a run that decided nothing);
+- error: the harness could not produce a verdict (stack did not come up, analysis failed; cell status `error`);
+- skipped: the version cannot run the scenario (cell status `uninstallable` / `unsupported`); not counted by
+  the gate.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, RootModel
+
+from harness.analyze.summary import Summary
+from harness.matrix.execute import ERROR, OK, UNINSTALLABLE, UNSUPPORTED, CellResult
+
+RESULTS_SCHEMA = 1
+Gate = Literal["passed", "failed", "error", "skipped"]
+
+
+def verdict_line(verdict: str | None, expected: str | None, status: str = OK, reason: str = "") -> str:
+    """The one line a failure shows: "REPRODUCED — expected clean", or "uninstallable: <why>" for a cell that
+    did not run."""
+    if status != OK:
+        return f"{status}: {reason}" if reason else status
+    return f"{verdict or 'no verdict'} — expected {expected or 'nothing'}"
+
+
+def cell_gate(status: str, matches: bool | None) -> Gate:
+    if status in (UNINSTALLABLE, UNSUPPORTED):
+        return "skipped"
+    if status == ERROR:
+        return "error"
+    return "passed" if matches else "failed"
+
+
+class _Doc(BaseModel):
+    # `schema` is a (deprecated) BaseModel method, so the field is named schema_version and spelled `schema`
+    # in the JSON (serialization alias; reading accepts both spellings)
+    # every field is always written: the schema of the output says so (defaults are for building, not reading)
+    model_config = ConfigDict(extra="forbid", json_schema_serialization_defaults_required=True)
+
+    schema_version: int = Field(default=RESULTS_SCHEMA, serialization_alias="schema",
+                                validation_alias=AliasChoices("schema", "schema_version"),
+                                description="Version of this document's layout (RESULTS_SCHEMA).")
+    exit_code: int = Field(description="The command's exit code: 0 every verdict matched its expectation, 1 one "
+                                       "did not (or decided nothing), 130 interrupted.")
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True)
+
+
+class Counts(BaseModel):
+    """How many runs / cells ended in each gate."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_serialization_defaults_required=True)
+
+    passed: int = Field(0, description="verdict matches the expectation")
+    failed: int = Field(0, description="verdict contradicts the expectation, or is INCONCLUSIVE")
+    error: int = Field(0, description="no verdict: the harness broke (stack, analysis)")
+    skipped: int = Field(0, description="the version cannot run the scenario (uninstallable / unsupported)")
+
+    @classmethod
+    def of(cls, gates: list[Gate]) -> Counts:
+        return cls(passed=gates.count("passed"), failed=gates.count("failed"), error=gates.count("error"),
+                   skipped=gates.count("skipped"))
+
+
+class RunResults(_Doc):
+    """`harness run --json` / `harness analyze --json`: one run folder and its verdict.json summary."""
+
+    command: Literal["run", "analyze"] = Field(description="The harness command that wrote this document.")
+    run_dir: str = Field(description="The run folder (absolute).")
+    report: str | None = Field(description="report.md in the run folder; null when the analysis did not write it.")
+    gate: Gate = Field(description="passed | failed | error (no verdict.json) — see the module docs.")
+    verdict_line: str = Field(description='e.g. "REPRODUCED — expected clean": the JUnit failure message.')
+    summary: Summary | None = Field(description="verdict.json's flat `summary` (harness/analyze/summary.py); "
+                                                "null when the run has no readable verdict.json.")
+
+
+class CellEntry(BaseModel):
+    """One run of one scenario on one LiteLLM version (a matrix repeat or a catalog cell): the matrix's
+    CellResult (harness/matrix/execute.py) plus what it implies. Numbers are null when not measured."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_serialization_defaults_required=True)
+
+    scenario: str = Field(description="Scenario name (JUnit classname).")
+    version: str = Field(description="LiteLLM version (JUnit name, with ` r<repeat>` for repeats > 1).")
+    repeat: int = Field(1, description="Which repeat of the cell this run is (1-based).")
+    status: str = Field(description="ok | uninstallable | unsupported | error: did the run happen.")
+    gate: Gate = Field(description="passed | failed | error | skipped — see the module docs.")
+    verdict_line: str = Field(description='e.g. "REPRODUCED — expected clean" or "uninstallable: <why>".')
+    verdict: str | None = Field(None, description="REPRODUCED | NOT REPRODUCED | INCONCLUSIVE; null if no run.")
+    expected: str | None = Field(None, description="reproduced | clean: the scenario's expectation for the version.")
+    matches: bool | None = Field(None, description="Verdict agrees with the expectation; null: not applicable.")
+    phantoms: int | None = Field(None, description="Phantom budget rejections.")
+    phantom_users: int | None = Field(None, description="End users who got a phantom rejection.")
+    first_phantom_s: float | None = Field(None, description="First phantom, seconds after the load started.")
+    max_inflation_usd: float | None = Field(None, description="Max over time of Σ Redis counters − Σ true spend.")
+    user_max_inflation_usd: float | None = Field(None, description="The same for the worst single end user.")
+    leaked_usd: float | None = Field(None, description="Leaked reservations on the counters after the drain.")
+    leaked_users: int | None = Field(None, description="End users whose counter leaked.")
+    deflated_usd: float | None = Field(None, description="Counters below the true spend after the drain.")
+    deflated_users: int | None = Field(None, description="End users whose counter is deflated.")
+    requests: int | None = Field(None, description="Requests sent during the load.")
+    req_per_s: float | None = Field(None, description="Requests per second over the load.")
+    p50_s: float | None = Field(None, description="Median latency of HTTP 200 requests (s).")
+    p99_s: float | None = Field(None, description="99th percentile latency of HTTP 200 requests (s).")
+    wall_s: float | None = Field(None, description="The whole cell: env + stack + load + drain + analysis (s).")
+    env_s: float | None = Field(None, description="Building / checking the version's environment (s).")
+    run_dir: str = Field("", description="The run folder (a matrix's: relative to its matrix folder).")
+    reason: str = Field("", description="First verdict reasons, or why the cell did not run.")
+
+    @classmethod
+    def of(cls, cell: CellResult) -> CellEntry:
+        return cls(**asdict(cell), matches=cell.matches, gate=cell_gate(cell.status, cell.matches),
+                   verdict_line=verdict_line(cell.verdict, cell.expected, cell.status, cell.reason))
+
+
+class CellsResults(_Doc):
+    """`harness matrix --json` / `harness catalog --json`: one entry per run, in the order they ran."""
+
+    command: Literal["matrix", "catalog"] = Field(description="The harness command that wrote this document.")
+    out_dir: str | None = Field(description="The matrix / catalog folder (matrix.md, catalog.csv); null when the "
+                                            "command wrote none (catalog --reanalyze, --schema-only).")
+    counts: Counts = Field(description="Runs per gate.")
+    cells: list[CellEntry] = Field(description="One entry per run (per repeat), in the order they ran.")
+
+
+class Results(RootModel[Annotated[RunResults | CellsResults, Field(discriminator="command")]]):
+    """What `harness run|analyze|matrix|catalog --json` prints: exactly one JSON object on stdout."""
+
+
+def cells_results(command: Literal["matrix", "catalog"], cells: list[CellResult], exit_code: int,
+                  out_dir: str | None) -> CellsResults:
+    entries = [CellEntry.of(c) for c in cells]
+    return CellsResults(command=command, exit_code=exit_code, out_dir=out_dir,
+                        counts=Counts.of([e.gate for e in entries]), cells=entries)
+
+
+def run_gate(summary: Summary | None) -> Gate:
+    if summary is None or summary.verdict is None:
+        return "error"
+    return "passed" if summary.matches_expectation else "failed"
+
+
+def schema_document() -> dict[str, Any]:
+    """The JSON Schema of `Results` (what docs/results-schema.json holds)."""
+    doc = Results.model_json_schema(by_alias=True, mode="serialization")
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **doc}
+
+
+def schema_text() -> str:
+    return json.dumps(schema_document(), indent=2, ensure_ascii=False) + "\n"
+
