@@ -103,7 +103,10 @@ class ResultsOutput:
                     os.close(saved)
 
                 stack.callback(restore)
-            yield
+            try:
+                yield
+            finally:
+                sys.stdout.flush()      # (the redirected stderr) before anyone reads it
 
     def emit(self, doc: RunResults | CellsResults) -> None:
         """The JUnit file, then (with --json) the one JSON object on stdout."""
