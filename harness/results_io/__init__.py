@@ -6,7 +6,7 @@
     out.emit(run_results("run", run_dir, code))             # one JSON object on stdout, the JUnit file
 
 Modules: models (the pydantic models, the one definition of the JSON and of docs/results-schema.json), junit
-(the XML). `python -m harness.results_io` prints the schema (`make schema` / the test compare it with docs/).
+(the XML). `python -m harness.results_io` prints the schema; a test compares it with docs/results-schema.json.
 
 With --json, stdout carries exactly one JSON object, printed when the command reaches its end (exit 0, 1 or
 130). Bad input (exit 2) prints its one error line to stderr and nothing on stdout, like every other refusal.
