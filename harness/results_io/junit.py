@@ -11,6 +11,7 @@ of the harness (junit-xml / junitparser would add one for ~40 lines of code).
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,15 @@ class Case:
     text: str = ""         # the reasons
     seconds: float = 0.0
     run_dir: str = ""
+
+
+# characters XML 1.0 cannot carry at all (a proxy's error text may hold control characters): ElementTree would
+# write them and produce a file no JUnit parser reads
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def _clean(text: str) -> str:
+    return _NOT_XML.sub("\ufffd", text)
 
 
 def cases_of(doc: RunResults | CellsResults) -> list[Case]:
@@ -53,14 +63,14 @@ def render(doc: RunResults | CellsResults) -> str:
     root = ET.Element("testsuites", attrs)
     suite = ET.SubElement(root, "testsuite", attrs)
     for case in cases:
-        el = ET.SubElement(suite, "testcase", {"classname": case.classname, "name": case.name,
+        el = ET.SubElement(suite, "testcase", {"classname": _clean(case.classname), "name": _clean(case.name),
                                                "time": f"{case.seconds:.1f}"})
         tag = {"failed": "failure", "error": "error", "skipped": "skipped"}.get(case.gate)
         if tag is not None:
-            child = ET.SubElement(el, tag, {"message": case.message, "type": case.gate})
-            child.text = case.text or None
+            child = ET.SubElement(el, tag, {"message": _clean(case.message), "type": case.gate})
+            child.text = _clean(case.text) or None
         if case.run_dir:
-            ET.SubElement(el, "system-out").text = f"run folder: {case.run_dir}"
+            ET.SubElement(el, "system-out").text = _clean(f"run folder: {case.run_dir}")
     ET.indent(root)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 

@@ -125,7 +125,10 @@ class CellEntry(BaseModel):
 
     @classmethod
     def of(cls, cell: CellResult) -> CellEntry:
-        return cls(**asdict(cell), matches=cell.matches, gate=cell_gate(cell.status, cell.matches),
+        # only the fields this model knows: a CellResult field added later must not lose a finished matrix's
+        # output (tests/results_io checks that every CellResult field is here)
+        known = {k: v for k, v in asdict(cell).items() if k in cls.model_fields}
+        return cls(**known, matches=cell.matches, gate=cell_gate(cell.status, cell.matches),
                    verdict_line=verdict_line(cell.verdict, cell.expected, cell.status, cell.reason))
 
 

@@ -105,6 +105,14 @@ def test_junit_has_one_case_per_cell_and_the_verdict_line_as_failure(tmp_path: P
     assert [c.find("skipped") is not None for c in cases] == [False] * 4 + [True] * 2
 
 
+def test_junit_stays_parseable_with_control_characters_in_a_reason(tmp_path: Path) -> None:
+    cell = CellResult("s", "1.84.0", status=ERROR, reason="proxy said \x1b[31mboom\x00 <&>")
+    junit.write(cells_results("matrix", [cell], 1, None), tmp_path / "c.xml")
+    _, cases = parse_junit(tmp_path / "c.xml")
+    error = cases[0].find("error")
+    assert error is not None and "boom" in (error.get("message") or "") and "<&>" in (error.get("message") or "")
+
+
 def test_junit_names_repeats(tmp_path: Path) -> None:
     cells = [CellResult("s", "1.84.0", verdict=REPRODUCED, expected="reproduced", repeat=k) for k in (1, 2)]
     cells.append(CellResult("s", "1.108.7", verdict=NOT_REPRODUCED, expected="clean"))
