@@ -1,8 +1,11 @@
-"""Everything the checks share: end-user codes, the time axis, budgets, the true-spend index, the tolerance."""
+"""Everything the checks share: end-user codes, the time axis, budgets, the true-spend index, the float tolerance
+and the billing allowance (`Context.billing`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -11,6 +14,9 @@ from harness.analyze.classify import BUDGET, OK, classify_requests
 from harness.analyze.load import RunData
 from harness.analyze.truespend import SpendIndex, encode_users, ledger_spend
 from harness.run.runfolder import LEDGER_FILE
+
+if TYPE_CHECKING:
+    from harness.analyze.billing import Billing
 
 DEFAULT_BATCH_WRITE_S = 10.0   # LiteLLM's proxy_batch_write_at default
 # The release after a success runs after the response is sent (LiteLLM's logging worker): a request still
@@ -54,6 +60,13 @@ class Context:
     # request id → when the proxy's upstream call for it ended (the mock's ledger)
     upstream_end: pd.Series = field(default_factory=lambda: pd.Series(dtype=float))
     release_grace_s: float = RELEASE_GRACE_S
+
+    @cached_property
+    def billing(self) -> Billing:
+        """How far LiteLLM's bill of each end user may sit from the ledger (harness/analyze/billing.py)."""
+        from harness.analyze.billing import measure_billing
+
+        return measure_billing(self)
 
     def rel(self, t: np.ndarray | pd.Series | float) -> np.ndarray | pd.Series | float:
         return t - self.t0

@@ -80,6 +80,12 @@ class Summary(BaseModel):
     db_total_usd: float | None = None
     true_low_total_usd: float | None = None
     true_high_total_usd: float | None = None
+    billing_disagreement_usd: float | None = None   # largest billing-sized DB-vs-ledger gap of one end user
+    within_billing_users: int | None = None     # counters above the band after the drain, within billing
+    # orphaned reservations over time: counter excess with no request left that could hold it
+    orphaned_users: int | None = None
+    orphaned_usd: float | None = None           # Σ over those end users of their largest orphaned excess
+    orphaned_expired_users: int | None = None   # of those, whose counter was gone (expired) at the drain sample
     # deflation: counters below the true spend (low bound) after the drain
     deflated_users: int | None = None
     deflated_usd: float | None = None

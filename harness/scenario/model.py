@@ -308,6 +308,21 @@ class Scenario(Strict):
             estimate = min(estimate, self.budget.default_max_budget)
         return estimate
 
+    def min_reservation(self, prompt_tokens: int | None = None) -> float:
+        """The smallest reservation one ordinary request of this scenario makes (LiteLLM's estimate): the smallest
+        max_tokens choice sent (weight > 0) with the shortest prompt."""
+        weights = self.mix.max_tokens.weights or [1.0] * len(self.mix.max_tokens.choices)
+        sent = [c for c, w in zip(self.mix.max_tokens.choices, weights, strict=True) if w > 0] or \
+            list(self.mix.max_tokens.choices)
+        out = min(16384 if c is None else c for c in sent)
+        if self.pricing.max_output_tokens is not None:
+            out = min(out, self.pricing.max_output_tokens)
+        prompt = prompt_tokens if prompt_tokens is not None else max(1, -(-self.mix.prompt_chars[0] // 4))
+        estimate = prompt * self.pricing.input_cost_per_token + out * self.pricing.output_cost_per_token
+        if self.budget.default_max_budget is not None:
+            estimate = min(estimate, self.budget.default_max_budget)
+        return estimate
+
     def dump_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 

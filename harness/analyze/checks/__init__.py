@@ -12,6 +12,7 @@ from harness.analyze.checks.deflation import Deflation
 from harness.analyze.checks.drain import Drain
 from harness.analyze.checks.fault_coverage import FaultCoverage
 from harness.analyze.checks.inflation import Inflation
+from harness.analyze.checks.orphans import Orphans
 from harness.analyze.checks.phantom import Phantom
 from harness.analyze.checks.sanity import Sanity
 
@@ -20,6 +21,7 @@ CHECKS: tuple[Check, ...] = (
     Inflation(),
     Phantom(),
     Drain(),
+    Orphans(),
     Deflation(),
     FaultCoverage(),
     Completeness(),

@@ -1,5 +1,7 @@
 """The drain (conservation) check: after the load, each end user's Redis counter against its true spend; a
-counter above the band (beyond the reservations still in flight) is a leaked reservation. Counted as `leak`."""
+counter above the band by more than the billing disagreement can explain (harness/analyze/billing.py) and beyond
+the reservations still in flight is a leaked reservation; a smaller excess is a note with its size. Counted as
+`leak`."""
 
 from __future__ import annotations
 
@@ -33,8 +35,14 @@ class DrainResult:
     def leaked(self) -> pd.DataFrame:
         return self.table.loc[self.table["leak"]] if len(self.table) else self.table
 
+    @property
+    def within_billing(self) -> pd.DataFrame:
+        """Counters above the band by no more than the billing disagreement can explain (a note, not a leak)."""
+        return self.table.loc[self.table["within_billing"]] if len(self.table) else self.table
+
     def evidence(self, ctx: Context) -> dict[str, Any]:
-        out: dict[str, Any] = {"ran": self.ran, "tolerance": {"relative": REL_TOL, "absolute": ABS_TOL}}
+        out: dict[str, Any] = {"ran": self.ran, "tolerance": {"relative": REL_TOL, "absolute": ABS_TOL},
+                               "billing": ctx.billing.evidence()}
         if not self.ran:
             out["why_not"] = self.why_not
             out["leaked_users"] = 0
@@ -42,7 +50,9 @@ class DrainResult:
             return out
         t = self.table
         lk = self.leaked
+        wb = self.within_billing
         out.update({
+            "within_billing_users": len(wb), "within_billing_max": num(wb["excess"].max()) if len(wb) else 0.0,
             "t_sample": num(self.t_sample), "after_load_end_s": num(self.after_load_end_s),
             "db_caught_up": bool(self.after_load_end_s is not None and self.after_load_end_s >= ctx.db_lag_s),
             "users_checked": len(t), "counters_absent": self.counters_absent,
@@ -94,17 +104,20 @@ def judge_drain(ctx: Context, inflation: InflationResult) -> DrainResult:
     # A reservation lives only in the counter, never in DB spend: where LiteLLM billed a little more than the
     # mock's ledger (its own token count of a cut stream), a counter equal to DB spend is not a leak.
     reference = np.fmax(high, db)
-    allowance = tolerance(reference) + in_flight * ctx.max_reservation
-    leak = counter > reference + allowance
+    held = tolerance(reference) + in_flight * ctx.max_reservation
+    billing = ctx.billing.allowance(codes)
+    excess = counter - reference
+    leak = excess > held + billing
     table = pd.DataFrame({
         "code": codes, "end_user": ctx.names(codes), "t_rel": t - ctx.t0, "counter": counter,
         "db": db, "true_low": low, "true_high": high, "in_flight": in_flight,
-        "leaked": np.where(leak, counter - reference, 0.0), "leak": leak,
+        "excess": excess, "billing_allowance": billing,
+        "leaked": np.where(leak, excess, 0.0), "leak": leak, "within_billing": (excess > held) & ~leak,
         "undercount": counter < low - tolerance(low),
     })
     table["t_leak_from"] = np.nan
     if leak.any():
-        table.loc[leak, "t_leak_from"] = _leak_start(rows, codes[leak]) - ctx.t0
+        table.loc[leak, "t_leak_from"] = _leak_start(ctx, rows, codes[leak]) - ctx.t0
     # end users with true spend whose counter is gone (expired or never sampled after the load)
     _, final_high = ctx.spend.final()
     spent = set(np.flatnonzero(final_high > 0).tolist())
@@ -113,12 +126,14 @@ def judge_drain(ctx: Context, inflation: InflationResult) -> DrainResult:
                        counters_absent=absent)
 
 
-def _leak_start(rows: SampleRows, codes: np.ndarray) -> np.ndarray:
-    """Per leaked end user: start of the final run of samples with the counter above the true high bound."""
+def _leak_start(ctx: Context, rows: SampleRows, codes: np.ndarray) -> np.ndarray:
+    """Per leaked end user: start of the final run of samples with the counter above the true high bound by more
+    than the billing disagreement can explain."""
     sel = np.flatnonzero(np.isin(rows.code, codes))
     order = sel[np.lexsort((rows.t[sel], rows.code[sel]))]
     code, t = rows.code[order], rows.t[order]
-    above = (rows.counter[order] - rows.high[order]) > tolerance(rows.high[order])   # NaN counter: False
+    limit = tolerance(rows.high[order]) + ctx.billing.allowance(code)
+    above = (rows.counter[order] - rows.high[order]) > limit   # NaN counter: False
     starts = np.flatnonzero(np.r_[True, code[1:] != code[:-1]])
     group = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(code)]))
     last_not = np.maximum.reduceat(np.where(above, -np.inf, t), starts)
@@ -146,6 +161,14 @@ class Drain(Check):
             findings.append(
                 f"{len(leaked)} end user(s) kept ${total:,.2f} of leaked reservations after the drain" if total >= 1
                 else f"{len(leaked)} end user(s) kept ${total:.4g} of leaked reservations after the drain")
+        notes: list[str] = []
+        small = dr.within_billing
+        if len(small):
+            b = ctx.billing
+            notes.append(f"{len(small)} end user(s) kept a counter above the true spend after the drain by up to "
+                         f"{money(float(small['excess'].max()))} (Σ {money(float(small['excess'].sum()))}): within "
+                         f"the billing disagreement that explains it (measured {money(b.measured)}, token rounding "
+                         f"{money(b.per_call_rounding_max)} per call), not a leaked reservation")
         if not dr.ran and len(ctx.requests) >= MIN_REQUESTS:
             blockers.append(f"the drain check could not run: {dr.why_not}")
         elif dr.ran and not len(dr.table) and dr.counters_absent and inflation.counters_observed:
@@ -155,16 +178,19 @@ class Drain(Check):
                             f"left at the drain sample ({dr.after_load_end_s or 0:.0f} s after the load ended) "
                             f"although {dr.counters_absent} end user(s) spent")
         if dr.ran and not findings:
-            passed.append(f"after the drain all {len(dr.table)} remaining counter(s) lie within the true-spend band")
+            passed.append(f"after the drain all {len(dr.table)} remaining counter(s) lie within the true-spend band"
+                          + (" (up to the billing disagreement)" if len(small) else ""))
         ev = dr.evidence(ctx)
-        summary: dict[str, Any] = {"drain_ran": dr.ran, "drain_why_not": dr.why_not or None}
+        summary: dict[str, Any] = {"drain_ran": dr.ran, "drain_why_not": dr.why_not or None,
+                                   "billing_disagreement_usd": num(ctx.billing.measured)}
         if dr.ran:
             summary.update(users_checked=ev["users_checked"], leaked_users=ev["leaked_users"],
                            leaked_usd=ev["leaked_total"], counter_total_usd=ev["counter_total"],
                            db_total_usd=ev["db_total"], true_low_total_usd=ev["true_low_total"],
-                           true_high_total_usd=ev["true_high_total"])
-        return CheckResult(findings=findings, blockers=blockers, passed=passed, evidence=ev, summary=summary,
-                           data=dr)
+                           true_high_total_usd=ev["true_high_total"],
+                           within_billing_users=ev["within_billing_users"])
+        return CheckResult(findings=findings, blockers=blockers, notes=notes, passed=passed, evidence=ev,
+                           summary=summary, data=dr)
 
     def plot(self, ctx: Context, done: Results, path: Path) -> None:
         from harness.analyze.plots import plot_drain
@@ -176,7 +202,15 @@ class Drain(Check):
             return [("drain check", f"not run: {dr.get('why_not')}")]
         rows = [("drain check", f"last sample {secs(dr['after_load_end_s'])} after load end; "
                  f"{dr['users_checked']} counters checked, {dr['counters_absent']} end users without a counter; "
-                 f"leaked: {dr['leaked_users']} users, {money(dr['leaked_total'])}")]
+                 f"leaked: {dr['leaked_users']} users, {money(dr['leaked_total'])}; within billing disagreement: "
+                 f"{dr.get('within_billing_users', 0)} users (up to {money(dr.get('within_billing_max') or 0)})")]
+        bill = dr.get("billing") or {}
+        if bill:
+            rows.append(("billing allowance", f"measured {money(bill.get('measured_usd') or 0)} "
+                         f"({bill.get('measured_end_user') or '–'}, {bill.get('users_measured', 0)} end users with "
+                         f"their DB caught up; {bill.get('not_billing_sized_users', 0)} off by a reservation or more "
+                         f"not used); token rounding up to {money(bill.get('per_call_rounding_max_usd') or 0)} "
+                         "per call"))
         for key in ("first", "worst", "last"):
             x = dr.get(key)
             if x:

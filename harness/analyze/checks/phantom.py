@@ -1,5 +1,6 @@
-"""Phantom rejections: budget rejections of end users whose true spend was below their budget minus the
-reservations they could legitimately hold (definition: harness/analyze/README.md). Counted as `phantom`."""
+"""Phantom rejections: budget rejections of end users whose true spend, plus what billing disagreement can add
+to it (harness/analyze/billing.py), was below their budget minus the reservations they could legitimately hold
+(definition: harness/analyze/README.md). Counted as `phantom`."""
 
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ class PhantomResult:
             "affected_end_users": len(self.affected_users),
             "affected_end_users_sample": self.affected_users[:20],
             "max_reservation": ctx.max_reservation,
+            "within_billing": int(self.table["within_billing"].sum()) if len(self.table) else 0,
             "first": None,
             "worst": None,
         }
@@ -86,15 +88,19 @@ def judge_rejections(ctx: Context) -> PhantomResult:
     # the rejected request's own reservation is an ordinary one (mix.first_requests may reserve more)
     own = ctx.max_reservation if ctx.own_max_reservation is None else ctx.own_max_reservation
     own_res = np.minimum(own, np.nan_to_num(budget, nan=np.inf))
-    threshold = budget - in_flight * per_res - own_res
+    # LiteLLM's bill of the end user may sit above the ledger's truth by the billing disagreement
+    billing = ctx.billing.allowance(codes)
+    threshold = budget - in_flight * per_res - own_res - billing
     judged = (codes >= 0) & ~np.isnan(budget) & (b["detail"].to_numpy() == "end_user") & (t_end <= ctx.ledger_horizon)
     phantom = judged & (high < threshold)
+    within_billing = judged & ~phantom & (high < threshold + billing)
     printed = b["printed_counter"].to_numpy()
     table = pd.DataFrame({
         "t_rel": t_start - ctx.t0, "end_user": ctx.names(codes),
         "status": b["status"].to_numpy(), "wording": b["wording"].to_numpy(), "printed_counter": printed,
         "printed_budget": printed_budget, "true_low": low, "true_high": high, "budget": budget,
-        "in_flight": in_flight, "threshold": threshold, "phantom": phantom, "excess": printed - high,
+        "in_flight": in_flight, "billing_allowance": billing, "threshold": threshold, "phantom": phantom,
+        "within_billing": within_billing, "excess": printed - high,
     }, index=b.index)
     affected = sorted(set(table.loc[table["phantom"], "end_user"].astype(str)))
     return PhantomResult(rejections=rejections, budget_rejections=len(b),
@@ -111,7 +117,12 @@ class Phantom(Check):
 
     def run(self, ctx: Context, done: Results) -> CheckResult:
         ph = judge_rejections(ctx)
-        findings, passed = [], []
+        findings, passed, notes = [], [], []
+        near = ph.table.loc[ph.table["within_billing"]]
+        if len(near):
+            notes.append(f"{len(near)} budget rejection(s) came within the billing disagreement (up to "
+                         f"{money(float(near['billing_allowance'].max()))}) of the phantom threshold: not counted "
+                         "as phantom")
         if ph.count:
             findings.append(f"{ph.count} phantom budget rejection(s) of {len(ph.affected_users)} end user(s), "
                             f"first at {ph.first_t:.1f} s")
@@ -120,7 +131,8 @@ class Phantom(Check):
         summary = {"rejections": ph.rejections, "budget_rejections": ph.budget_rejections, "phantoms": ph.count,
                    "phantom_users": len(ph.affected_users),
                    "phantom_share_of_rejections": share(ph.count, ph.rejections), "first_phantom_s": ph.first_t}
-        return CheckResult(findings=findings, passed=passed, evidence=ph.evidence(ctx), summary=summary, data=ph)
+        return CheckResult(findings=findings, passed=passed, notes=notes, evidence=ph.evidence(ctx),
+                           summary=summary, data=ph)
 
     def plot(self, ctx: Context, done: Results, path: Path) -> None:
         from harness.analyze.plots import plot_rejections
