@@ -18,6 +18,7 @@ the JUnit file (harness/results_io/junit.py) and the exit code agree on:
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
@@ -46,6 +47,12 @@ def cell_gate(status: str, matches: bool | None) -> Gate:
     return "passed" if matches else "failed"
 
 
+def _typed_command() -> str:
+    from harness.matrix.matrix import command_line
+
+    return command_line(sys.argv[1:])
+
+
 class _Doc(BaseModel):
     # `schema` is a (deprecated) BaseModel method, so the field is named schema_version and spelled `schema`
     # in the JSON (serialization alias; reading accepts both spellings)
@@ -57,6 +64,8 @@ class _Doc(BaseModel):
                                 description="Version of this document's layout (RESULTS_SCHEMA).")
     exit_code: int = Field(description="The command's exit code: 0 every verdict matched its expectation, 1 one "
                                        "did not (or decided nothing), 130 interrupted.")
+    command_line: str = Field(default_factory=_typed_command,
+                              description="The command as typed, e.g. `harness matrix --versions 1.84.0 --json`.")
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True)

@@ -238,6 +238,7 @@ def test_cli_matrix_json_and_junit(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     doc = json.loads(result.stdout)
     assert result.exit_code == doc["exit_code"] == 0
     assert doc["command"] == "matrix" and [c["version"] for c in doc["cells"]] == ["1.83.14", "1.84.0"]
+    assert doc["command_line"].startswith("harness ")
     _, cases = parse_junit(tmp_path / "j.xml")
     assert len(cases) == 2
 
