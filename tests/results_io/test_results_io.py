@@ -4,8 +4,8 @@ run / analyze / matrix / catalog with fakes (no stack)."""
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -35,7 +35,7 @@ FIXTURE = ROOT / "tests" / "data" / "runs" / "ca743df-phantom-budget"
 
 
 def quiet() -> Console:
-    return Console(file=open(os.devnull, "w"), width=120)  # noqa: SIM115 - closed with the process
+    return Console(file=io.StringIO(), width=120)
 
 
 def parse_junit(path: Path) -> tuple[ET.Element, list[ET.Element]]:
