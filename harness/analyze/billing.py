@@ -6,11 +6,12 @@ Per end user *u* the allowance is the larger of
 
 - **token rounding** (from the scenario and the ledger): Σ over u's partly delivered calls (walk-aways, cut
   streams, faults that delivered tokens) of one completion token × output price + 3 × the ledger's prompt tokens
-  × input price. A completed call is billed from the usage the mock sends (the same numbers as the ledger); a
-  call that usage never reached is counted by LiteLLM's own tokenizer, while the ledger counts a text as
-  ceil(chars / 4) tokens. A token is at least one character, so LiteLLM's count of a prompt lies between 0 and
-  4 × the ledger's (at most 3 × the ledger's count above it); the mock's completion text is one tokenizer token
-  per ledger token plus its boundary (the trailing space): one token;
+  × input price. A completed call is normally billed from the usage the mock sends (the ledger's numbers; where
+  it is not, the measured term covers it); a call that usage never reached is counted by LiteLLM's own
+  tokenizer, while the ledger counts a text as ceil(chars / 4) tokens. A token is at least one character, so
+  LiteLLM's count of a prompt lies between 0 and 4 × the ledger's (at most 3 × the ledger's count above it);
+  the mock's completion text is one tokenizer token per ledger token plus its boundary (the trailing space):
+  one token;
 - **measured disagreement** (from the run): the largest distance of an end user's DB spend outside its
   true-spend band once the DB has caught up with that user (its last request ended `db_lag_s` before the
   sample). A tokenizer that counts one end user's text short counts another's long, so the worst end user's
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.analyze.context import Context, holders
+from harness.analyze.context import Context, holders, tolerance
 from harness.analyze.jsonable import num
 
 # A token is at least one character and the ledger counts ceil(chars / 4): LiteLLM's count of a prompt exceeds
@@ -113,6 +114,7 @@ def _measured(ctx: Context, min_res: float) -> tuple[float, str, int, int]:
     low, high = ctx.spend.at(c, last["t"].to_numpy())
     d = last["db"].to_numpy()
     dist = np.maximum(np.maximum(d - high, low - d), 0.0)
+    dist[dist <= tolerance(high)] = 0.0         # float noise of the sums is no disagreement
     sized = dist < min_res
     if not sized.any() or not dist[sized].max() > 0:
         return 0.0, "", len(c), int((~sized).sum())

@@ -32,6 +32,9 @@ def test_old_run_folder_reanalyses_as_reproduced(tmp_path: Path) -> None:
     assert s.phantoms == 230 and s.phantom_users == 26          # requests and ledger are complete
     assert s.leaked_users == 47 and s.leaked_usd == pytest.approx(1426.81, abs=0.01)   # the trimmed samples
     assert s.fault_problems == 0 and not res.evidence["notes"] and not res.evidence["warnings"]
+    # over time: 52 end users held orphaned reservations, 5 of whose keys expired before the drain sample
+    assert (s.orphaned_users, s.orphaned_expired_users) == (52, 5)
+    assert s.billing_disagreement_usd == 0       # on 1.84.0 the DB bills exactly the ledger's low bound
     ev = json.loads((run / rf.VERDICT_FILE).read_text())
     assert ev["schema"] == SCHEMA_VERSION and Summary.from_verdict(ev) == s
     assert [p.name for p in res.pictures] == ["inflation.png", "rejections.png", "drain.png"]

@@ -24,7 +24,8 @@ from harness.util.fmt import money
 
 @dataclass
 class OrphanResult:
-    # per end user with an orphaned excess: end_user, first/last (s after t0), samples, max_excess, at_drain
+    # per end user with an orphaned excess: end_user, first (first sample with nothing left to hold it) / last
+    # (s after t0), samples (from first to last), max_excess (at the samples with nothing in flight), at_drain
     table: pd.DataFrame = field(default_factory=pd.DataFrame)
     samples_judged: int = 0           # sample rows with a counter and no request that could hold a reservation
     within_billing_users: int = 0     # end users whose unheld excess stayed within the billing disagreement
@@ -105,7 +106,7 @@ def _orphans_of(code: int, idx: np.ndarray, t: np.ndarray, exists: np.ndarray, f
         if not len(orphaned):
             continue
         out.append({"code": code, "first": float(t[orphaned[0]]), "last": float(t[run[-1]]),
-                    "samples": len(run), "max_excess": float(excess[orphaned].max()),
+                    "samples": int((t[run] >= t[orphaned[0]]).sum()), "max_excess": float(excess[orphaned].max()),
                     "at_drain": bool(t[run[-1]] >= t_last)})
     return out
 
