@@ -157,4 +157,7 @@ class Phantom(Check):
             rows.append(("worst phantom", f"{secs(w['t_rel'])}: {w['end_user']} printed "
                          f"{money(w['printed_counter'])} vs true {money(w['true_high'])} (+{money(w['excess'])})"))
         rows.append(("max reservation (threshold margin)", money(ph["max_reservation"])))
+        if ph.get("within_billing"):
+            rows.append(("within billing disagreement", f"{ph['within_billing']} budget rejection(s) phantom only "
+                         "without the billing allowance (not counted)"))
         return rows
