@@ -132,6 +132,7 @@ def test_phantom_threshold_keeps_the_billing_allowance(tmp_path: Path) -> None:
     ph = res.evidence["phantom"]
     assert ph["count"] == 0 and ph["within_billing"] == 1
     assert any("within the billing disagreement" in n and "phantom threshold" in n for n in res.evidence["notes"])
+    assert "1 budget rejection(s) phantom only without the billing allowance" in res.report_path.read_text()
 
 
 # -- orphaned reservations over time -----------------------------------------------------------------
