@@ -354,13 +354,7 @@ def group_alive(pgid: int) -> bool:
         return False
     except PermissionError:
         return True
-    for pid in _group_pids(pgid):
-        try:
-            if not _is_zombie(psutil.Process(pid)):
-                return True
-        except psutil.Error:
-            continue
-    return False
+    return any(pid_alive(pid) for pid in _group_pids(pgid))
 
 
 def stop_group(pgid: int, timeout: float = STOP_TIMEOUT_S) -> None:
