@@ -90,6 +90,7 @@ class Prepared:
     run_id: str
     run_dir: Path
     stack: Stack
+    spec: StackSpec              # what up() brings up (preflight checked it)
     reused: Endpoints | None     # the running stack's endpoints with --reuse, else None: bring one up
 
 
@@ -104,16 +105,17 @@ def prepare(path: Path, opts: RunOptions, stack_factory: StackFactory) -> Prepar
         raise HarnessError(f"run folder {run_dir} exists and is not empty", "pass another --out")
     stack_name = opts.stack_name or ("default" if opts.reuse else f"run-{run_id}")
     stack = stack_factory(scenario.backend, stack_name)      # refuses an unknown or unimplemented backend
+    spec = StackSpec.from_scenario(scenario, run_dir)
     try:
         check_capabilities(scenario.faults, stack)
         reused = _running_endpoints(stack, scenario) if opts.reuse else None
         if reused is None:
-            stack.preflight(StackSpec.from_scenario(scenario, run_dir))   # no engine / binary: refused here
+            stack.preflight(spec)   # no engine / binary: refused here
     except HarnessError:
         if not opts.reuse:
             stack.forget()     # a backend may have made an (empty) state folder for the new stack
         raise
-    return Prepared(scenario, run_id, run_dir, stack, reused)
+    return Prepared(scenario, run_id, run_dir, stack, spec, reused)
 
 
 def _running_endpoints(stack: Stack, scenario: Scenario) -> Endpoints:
@@ -182,7 +184,7 @@ def run_scenario(path: Path, opts: RunOptions, console: Console, *, stack_factor
     try:
         if prep.reused is None:
             t0 = clock.time()
-            endpoints = stack.up(StackSpec.from_scenario(scenario, run_dir), console=console)
+            endpoints = stack.up(prep.spec, console=console)
             meta.update(t_stack_up=clock.time() - t0)
         else:
             endpoints = prep.reused
