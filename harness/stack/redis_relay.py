@@ -35,6 +35,8 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import Any
 
 import httpx
@@ -193,6 +195,8 @@ class Relay:
         if self.server is None:
             self.server = await self.loop.create_server(self.client_protocol, self.host, self.listen_port,
                                                         reuse_address=True)
+            if self.listen_port == 0:    # an ephemeral port: keep it, so the listener comes back on it after down
+                self.listen_port = self.server.sockets[0].getsockname()[1]
 
     def unlisten(self) -> None:
         """Close the listening socket: new connections are refused (existing ones are not touched here)."""
@@ -269,7 +273,12 @@ class Relay:
 
 
 # -- the control endpoint: a tiny HTTP/1.1 server (no framework on the relay's import path) -------------
-async def _control(relay: Relay, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+JsonRoute = Callable[[str, str, bytes], Awaitable[tuple[int, Any]]]
+
+
+async def serve_json_http(route: JsonRoute, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Serve one HTTP/1.1 connection (keep-alive, Content-Length bodies): `route(method, path, body)` gives the
+    status and the JSON payload (None: no body). Also the Toxiproxy stand-in's API (toxiproxy_standin.py)."""
     try:
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -277,11 +286,15 @@ async def _control(relay: Relay, reader: asyncio.StreamReader, writer: asyncio.S
             method, path, _ = (lines[0].split(" ", 2) + ["", ""])[:3]
             headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
             body = await reader.readexactly(int(headers.get("content-length", "0") or 0))
-            status, payload = await _route(relay, method, path.split("?", 1)[0], body)
-            data = json.dumps(payload).encode()
+            status, payload = await route(method, path.split("?", 1)[0], body)
+            data = b"" if payload is None else json.dumps(payload).encode()
             keep = headers.get("connection", "").lower() != "close"
-            writer.write(f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}\r\n"
-                         f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+            try:
+                reason = HTTPStatus(status).phrase
+            except ValueError:
+                reason = "Error"
+            length = "" if status == 204 else f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+            writer.write(f"HTTP/1.1 {status} {reason}\r\n{length}"
                          f"Connection: {'keep-alive' if keep else 'close'}\r\n\r\n".encode() + data)
             await writer.drain()
             if not keep:
@@ -290,6 +303,13 @@ async def _control(relay: Relay, reader: asyncio.StreamReader, writer: asyncio.S
         pass
     finally:
         writer.close()
+
+
+async def _control(relay: Relay, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def route(method: str, path: str, body: bytes) -> tuple[int, Any]:
+        return await _route(relay, method, path, body)
+
+    await serve_json_http(route, reader, writer)
 
 
 def _validation_line(exc: ValidationError) -> str:

@@ -58,9 +58,11 @@ class RedisTimeout(RedisFault):
     """Redis stops answering: connections stay open (new ones are accepted) and no data gets through.
 
     Same on both backends: the relay drops the data, Toxiproxy adds `timeout` toxics (timeout 0) on the
-    chosen streams. With the default `both`, commands never reach Redis (nothing is executed); with `down`
-    they are executed and only the replies are lost. Connections that lost data are closed at the end
-    (relay) or when the toxic goes (Toxiproxy).
+    chosen streams. With the default `both`, nothing is forwarded either way: commands never reach Redis
+    (nothing is executed) and nothing comes back; with `down` they are executed and only the replies are lost.
+    Connections that lost data are closed at the end (relay) or when the toxic goes (Toxiproxy). The
+    Toxiproxy stand-in (harness/stack/toxiproxy_standin.py) maps those toxics back onto this relay fault;
+    tests/stack/test_toxiproxy_standin.py checks both backends show a client the same thing for every kind.
     """
 
     link_kind: ClassVar[str] = "timeout"
