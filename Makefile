@@ -41,6 +41,20 @@ test: setup
 test-fast: venv
 	$(BIN)/pytest -m "not e2e and not conformance" $(PYTEST_ARGS)
 
+# The unit tests on Python 3.13 as well (the harness supports 3.11-3.13; LiteLLM's environments stay on 3.11).
+# PY313: a working python3.13 on PATH (a pyenv shim may be there and not work), else pyenv's newest 3.13.
+PY313 ?= $(or $(shell python3.13 -c 'import sys; print(sys.executable)' 2>/dev/null),$(shell ls -d /root/.pyenv/versions/3.13*/bin/python3.13 2>/dev/null | sort -V | tail -n 1))
+VENV313 := .venv313
+.PHONY: test-py313
+test-py313: $(VENV313)/.installed
+	$(VENV313)/bin/pytest -m "not e2e and not conformance" $(PYTEST_ARGS)
+
+$(VENV313)/.installed: pyproject.toml
+	@test -n "$(PY313)" || { echo "test-py313: no Python 3.13 (python3.13 on PATH or /root/.pyenv/versions/3.13*); pass PY313=/path/to/python3.13" >&2; exit 2; }
+	@test -x $(VENV313)/bin/python || $(PY313) -m venv $(VENV313)
+	$(VENV313)/bin/pip install -q -e '.[dev]'
+	@touch $@
+
 lint: venv
 	$(BIN)/ruff check harness tests benchmarks
 	$(BIN)/mypy
@@ -55,7 +69,7 @@ doctor: venv
 	$(BIN)/harness doctor
 
 clean:
-	rm -rf $(VENV) harness/engine/node_modules .state
+	rm -rf $(VENV) $(VENV313) harness/engine/node_modules .state
 
 # Version matrix / release gate: `make matrix VERSIONS=1.83.14,1.84.0,1.108.7 SCENARIO=scenarios/phantom-budget.yaml`
 VERSIONS ?= 1.83.14,1.84.0,1.89.1,1.90.0,1.108.7

@@ -47,9 +47,24 @@ def _binary(name: str, version_args: list[str], fix: str, extra_dirs: list[str] 
     return Check(name, True, f"{path}: {version}")
 
 
+SUPPORTED_PYTHONS = ((3, 11), (3, 12), (3, 13))     # pyproject.toml: requires-python >=3.11,<3.14
+
+
 def check_python() -> Check:
-    ok = sys.version_info[:2] == (3, 11)
-    return Check("python", ok, sys.version.split()[0], "use Python 3.11 (make setup creates .venv with python3.11)")
+    ok = sys.version_info[:2] in SUPPORTED_PYTHONS
+    return Check("python", ok, sys.version.split()[0],
+                 "use Python 3.11 to 3.13 (make setup creates .venv with python3.11)")
+
+
+def check_litellm_python() -> Check:
+    """The interpreter new LiteLLM environments are built from (3.11, whatever the harness runs on)."""
+    from harness.errors import HarnessError
+    from harness.litellm.env import LITELLM_PYTHON, litellm_base_python
+
+    try:
+        return Check(f"python{LITELLM_PYTHON} for LiteLLM venvs", True, litellm_base_python())
+    except HarnessError as exc:
+        return Check(f"python{LITELLM_PYTHON} for LiteLLM venvs", False, exc.problem, exc.fix or "")
 
 
 def check_engine() -> Check:
@@ -101,6 +116,7 @@ def check_docker() -> Check:
 
 CHECKS: list[Callable[[], Check]] = [
     check_python,
+    check_litellm_python,
     lambda: _binary("redis-server", ["--version"], "run `make setup` (apt-get install redis-server)"),
     lambda: _binary("initdb", ["--version"], "run `make setup` (apt-get install postgresql)",
                     ["/usr/lib/postgresql/*/bin"]),

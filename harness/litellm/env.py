@@ -49,10 +49,49 @@ _PRISMA_QUIET = {
 # Scrubbed from the proxy's environment: they would make it import something other than its venv.
 _SCRUB = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "__PYVENV_LAUNCHER__")
 IMPORT_PROBE = "import prisma.client, litellm.proxy.proxy_server"
+# Every LiteLLM environment is created from this Python, whatever Python the harness itself runs on (3.11 to
+# 3.13): the facts in versions.py and the Prisma engine stand-in were confirmed with LiteLLM on 3.11.
+LITELLM_PYTHON = "3.11"
+LITELLM_PYTHON_VAR = "HARNESS_LITELLM_PYTHON"
+_PROBE_PYTHON = "import sys; print('%d.%d' % sys.version_info[:2]); print(sys.executable)"
 
 
 def envs_dir() -> Path:
     return cache_dir() / "litellm"
+
+
+def litellm_base_python(running: tuple[int, int] | None = None) -> str:
+    """The interpreter new LiteLLM environments are created from: $HARNESS_LITELLM_PYTHON when set (as is),
+    else this process's own base interpreter when it is Python 3.11, else the first working `python3.11` on
+    PATH, else pyenv's newest 3.11 ($PYENV_ROOT, default ~/.pyenv). HarnessError when there is none.
+    `running` (major, minor) stands in for this process's version in tests."""
+    explicit = os.environ.get(LITELLM_PYTHON_VAR, "").strip()
+    if explicit:
+        return explicit
+    major, minor = running or sys.version_info[:2]
+    if f"{major}.{minor}" == LITELLM_PYTHON:
+        return getattr(sys, "_base_executable", None) or sys.executable
+    name = f"python{LITELLM_PYTHON}"
+    candidates = [found] if (found := shutil.which(name)) else []
+    pyenv = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
+    candidates += [str(p) for p in sorted(pyenv.glob(f"versions/{LITELLM_PYTHON}.*/bin/{name}"),
+                                          key=lambda p: _release_key(p.parents[1].name), reverse=True)]
+    for candidate in candidates:    # a pyenv shim on PATH may not work: ask each one what it is
+        try:
+            out = subprocess.run([candidate, "-c", _PROBE_PYTHON], capture_output=True, text=True, timeout=20,
+                                 stdin=subprocess.DEVNULL, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        lines = out.stdout.strip().splitlines()
+        if out.returncode == 0 and len(lines) == 2 and lines[0] == LITELLM_PYTHON:
+            return lines[1]
+    raise HarnessError(f"no Python {LITELLM_PYTHON} for the LiteLLM environments (the harness runs on "
+                       f"{major}.{minor}; tried {', '.join(candidates) or 'nothing: none on PATH or in pyenv'})",
+                       f"install {name} or set {LITELLM_PYTHON_VAR}=/path/to/{name}")
+
+
+def _release_key(text: str) -> tuple[int, ...]:
+    return tuple(int(part) if part.isdigit() else -1 for part in text.split("."))
 
 
 def prisma_cli_dir() -> Path:
@@ -100,7 +139,7 @@ class LiteLLMEnv:
         found = sorted((self.venv / "lib").glob("python3.*/site-packages"))
         if found:
             return found[0]
-        return self.venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+        return self.venv / "lib" / f"python{LITELLM_PYTHON}" / "site-packages"
 
     @property
     def ready_path(self) -> Path:
@@ -293,8 +332,8 @@ class _Builder:
 
     def _install(self) -> None:
         uv = self._uv()
-        self._say(f"creating the venv and installing {' '.join(self.requirements)} with uv")
-        base_python = getattr(sys, "_base_executable", None) or sys.executable
+        base_python = litellm_base_python()
+        self._say(f"creating the venv ({base_python}) and installing {' '.join(self.requirements)} with uv")
         self._run("uv venv", [uv, "venv", "--quiet", "--python", base_python, str(self.env.venv)],
                   env=self._tool_env())
         seconds, _ = self._run("uv pip install",

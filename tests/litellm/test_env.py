@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -70,6 +71,55 @@ def test_failed_install_names_version_and_reason_and_leaves_no_env(cache: Path, 
     assert not (cache / "litellm" / "1.84.0").exists(), "a half-built environment was left behind"
     assert litellm_env.cached() == []
     assert (cache / "litellm" / "1.84.0.build.log").exists()
+
+
+def test_the_build_creates_the_venv_from_the_litellm_python_not_the_harness_one(
+        cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_uv = tmp_path / "uv"
+    fake_uv.write_text("#!/bin/bash\nexit 1\n")
+    fake_uv.chmod(0o755)
+    monkeypatch.setattr(litellm_env._Builder, "_uv", lambda self: str(fake_uv))
+    monkeypatch.setenv(litellm_env.LITELLM_PYTHON_VAR, "/opt/py311/bin/python3.11")
+    with pytest.raises(HarnessError):
+        litellm_env.ensure("1.84.0")
+    log = (cache / "litellm" / "1.84.0.build.log").read_text()
+    assert "venv --quiet --python /opt/py311/bin/python3.11 " in log
+
+
+def _fake_python(path: Path, version: str, rc: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f'#!/bin/sh\necho {version}; echo "$0"; exit {rc}\n')
+    path.chmod(0o755)
+    return path
+
+
+def test_litellm_python_on_a_newer_harness_python_is_found_in_pyenv_past_a_broken_shim(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(litellm_env.LITELLM_PYTHON_VAR, raising=False)
+    _fake_python(tmp_path / "shims" / "python3.11", "3.11", rc=127)     # pyenv: "command not found"
+    monkeypatch.setenv("PATH", str(tmp_path / "shims"))
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "pyenv"))
+    for release in ("3.11.2", "3.11.10", "3.11.7"):
+        _fake_python(tmp_path / "pyenv" / "versions" / release / "bin" / "python3.11", "3.11")
+    got = litellm_env.litellm_base_python(running=(3, 13))
+    assert got == str(tmp_path / "pyenv" / "versions" / "3.11.10" / "bin" / "python3.11")
+    # on 3.11 the harness's own interpreter is the one (what every environment here was built with)
+    assert litellm_env.litellm_base_python(running=(3, 11)) == (getattr(sys, "_base_executable", None)
+                                                                 or sys.executable)
+    monkeypatch.setenv(litellm_env.LITELLM_PYTHON_VAR, "/custom/python")
+    assert litellm_env.litellm_base_python(running=(3, 13)) == "/custom/python"
+
+
+def test_no_litellm_python_is_one_line_naming_the_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(litellm_env.LITELLM_PYTHON_VAR, raising=False)
+    _fake_python(tmp_path / "bin" / "python3.11", "3.13")       # answers, but is not 3.11
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "no-pyenv"))
+    with pytest.raises(HarnessError) as info:
+        litellm_env.litellm_base_python(running=(3, 12))
+    line = info.value.line()
+    assert "\n" not in line and "no Python 3.11" in line and "runs on 3.12" in line
+    assert litellm_env.LITELLM_PYTHON_VAR in line and str(tmp_path / "bin" / "python3.11") in line
 
 
 def test_ready_environment_is_reused_without_building(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
