@@ -89,5 +89,12 @@ def render_proxy_config(spec: StackSpec, *, mock_api_base: str, redis_host: str,
     return config
 
 
+def proxy_cache_is_redis(config: dict[str, Any]) -> bool:
+    """Whether the proxy config gives LiteLLM a Redis cache (what readiness expects in its `cache` field)."""
+    settings = config.get("litellm_settings") or {}
+    params = settings.get("cache_params") or {}
+    return settings.get("cache") is True and params.get("type", "local") == "redis"
+
+
 def dump_config(config: dict[str, Any]) -> str:
     return yaml.safe_dump(config, sort_keys=False)

@@ -9,22 +9,32 @@ file and the secrets; `forget()` then removes the folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
+import yaml
 from rich.console import Console
 
 from harness.errors import HarnessError, StackError
 from harness.litellm import env as litellm_env
-from harness.litellm.proxy_config import DEFAULT_BUDGET_ID, dump_config, generate_master_key, render_proxy_config
+from harness.litellm.health import readiness
+from harness.litellm.proxy_config import (
+    DEFAULT_BUDGET_ID,
+    dump_config,
+    generate_master_key,
+    proxy_cache_is_redis,
+    render_proxy_config,
+)
 from harness.stack.base import Endpoints, StackFacts, StackSpec, master_key_file, replica_name, state_dir_of
 from harness.stack.postgres import PostgresServer, pg_bindir, run_as
 from harness.stack.redis_relay import relay_command
@@ -45,8 +55,10 @@ class LocalStack:
 
     backend = "local"
 
-    def __init__(self, name: str = "default", state_dir: Path | None = None) -> None:
+    def __init__(self, name: str = "default", state_dir: Path | None = None, *,
+                 http: httpx.Client | None = None) -> None:
         self.name = name
+        self._http_client = http
         self.state_dir = state_dir or state_dir_of(name)
         self._group = ProcessGroup(self.state_dir)     # reads the state file; writes nothing yet
         self._endpoints: Endpoints | None = None
@@ -165,7 +177,7 @@ class LocalStack:
         for i, port in enumerate(proxy_ports):
             self._start_proxy(i, port, env, config_path, proxy_env)
         proxy_urls = [f"http://127.0.0.1:{p}" for p in proxy_ports]
-        self._wait_proxies(proxy_urls)
+        self._wait_proxies(proxy_urls, master_key, expect_redis=proxy_cache_is_redis(config))
         timings["proxies_s"] = time.monotonic() - t0
 
         endpoints = Endpoints(
@@ -191,40 +203,66 @@ class LocalStack:
         self._group.start(replica_name(index), cmd, log=self.log_dir / f"{replica_name(index)}.log", env=proxy_env,
                          port=port)
 
-    def _wait_proxies(self, urls: list[str]) -> None:
-        """Wait for every replica in THIS thread (not a thread pool: a SIGTERM/Ctrl-C raised here must stop the
-        start-up at once, and a pool's shutdown would first wait for its workers' health polls to end)."""
+    @contextlib.contextmanager
+    def _http(self) -> Iterator[httpx.Client]:
+        """The client the readiness polls use (injected in tests), else a fresh one with a 2 s timeout."""
+        if self._http_client is not None:
+            yield self._http_client
+        else:
+            with httpx.Client(timeout=2) as client:
+                yield client
+
+    def _wait_proxies(self, urls: list[str], master_key: str, expect_redis: bool) -> None:
+        """Wait until every replica is ready (`harness.litellm.health.readiness`: its database connected and,
+        when the config has one, its Redis cache), in THIS thread (not a thread pool: a SIGTERM/Ctrl-C raised
+        here must stop the start-up at once, and a pool's shutdown would first wait for its workers' polls)."""
         pending = dict(enumerate(urls))
+        last: dict[int, str] = {}
 
-        def all_healthy() -> bool:
-            for index, url in list(pending.items()):
-                if http_ok(f"{url}/health/liveliness", timeout=2):
-                    del pending[index]
-                elif not self._group.alive(replica_name(index)):
-                    name = replica_name(index)
-                    raise StackError(f"replica {index} failed to start: LiteLLM replica {index} ({url}) exited "
-                                     f"before it became healthy\n--- last lines of {self.log_dir / (name + '.log')} "
-                                     f"---\n{self._group.log_tail(name, 25)}", "see its log above")
-            return not pending
+        with self._http() as client:
+            def all_ready() -> bool:
+                for index, url in list(pending.items()):
+                    state = readiness(client.get, url, master_key=master_key, expect_redis=expect_redis)
+                    if state.ready:
+                        del pending[index]
+                    elif not self._group.alive(replica_name(index)):
+                        name = replica_name(index)
+                        raise StackError(f"replica {index} failed to start: LiteLLM replica {index} ({url}) exited "
+                                         f"before it became ready\n--- last lines of "
+                                         f"{self.log_dir / (name + '.log')} ---\n{self._group.log_tail(name, 25)}",
+                                         "see its log above")
+                    else:
+                        last[index] = state.detail
+                return not pending
 
-        def still_starting() -> str:
-            first = replica_name(min(pending))
-            return (f"not healthy yet: replica(s) {', '.join(map(str, sorted(pending)))}\n--- last lines of "
-                    f"{self.log_dir / (first + '.log')} ---\n{self._group.log_tail(first, 25)}")
+            def still_starting() -> str:
+                first = replica_name(min(pending))
+                waiting = ", ".join(f"{i} ({last.get(i, 'not polled')})" for i in sorted(pending))
+                return (f"not ready yet: replica(s) {waiting}\n--- last lines of "
+                        f"{self.log_dir / (first + '.log')} ---\n{self._group.log_tail(first, 25)}")
 
-        wait_until(all_healthy, deadline_s=PROXY_START_DEADLINE_S, interval=0.5, what="LiteLLM replicas",
-                   on_fail=still_starting)
+            wait_until(all_ready, deadline_s=PROXY_START_DEADLINE_S, interval=0.5, what="LiteLLM replicas",
+                       on_fail=still_starting)
 
-    def _wait_proxy(self, index: int, url: str) -> float:
+    def _wait_proxy(self, index: int, url: str, master_key: str, expect_redis: bool) -> float:
         name = replica_name(index)
-        try:
-            return wait_until(lambda: http_ok(f"{url}/health/liveliness", timeout=2), deadline_s=PROXY_START_DEADLINE_S,
-                              what=f"LiteLLM replica {index} ({url})", interval=0.5,
-                              still_alive=lambda: self._group.alive(name),
-                              on_fail=lambda: f"--- last lines of {self.log_dir / (name + '.log')} ---\n"
-                                              + self._group.log_tail(name, 25))
-        except StackError as exc:
-            raise StackError(f"replica {index} failed to start: {exc.problem}", exc.fix) from None
+        last = ["not polled"]
+
+        with self._http() as client:
+            def ready() -> bool:
+                state = readiness(client.get, url, master_key=master_key, expect_redis=expect_redis)
+                last[0] = state.detail
+                return state.ready
+
+            try:
+                return wait_until(ready, deadline_s=PROXY_START_DEADLINE_S,
+                                  what=f"LiteLLM replica {index} ({url})", interval=0.5,
+                                  still_alive=lambda: self._group.alive(name),
+                                  on_fail=lambda: f"not ready: {last[0]}\n--- last lines of "
+                                                  f"{self.log_dir / (name + '.log')} ---\n"
+                                                  + self._group.log_tail(name, 25))
+            except StackError as exc:
+                raise StackError(f"replica {index} failed to start: {exc.problem}", exc.fix) from None
 
     # -- operations used by the nemesis -------------------------------------------------------------
     def _require_up(self) -> Endpoints:
@@ -248,7 +286,9 @@ class LocalStack:
         port = list(extra["proxy_ports"])[index]
         t0 = time.monotonic()
         self._start_proxy(index, int(port), env, Path(str(extra["config_path"])), proxy_env)
-        self._wait_proxy(index, endpoints.proxy_urls[index])
+        config = yaml.safe_load(Path(str(extra["config_path"])).read_text())
+        self._wait_proxy(index, endpoints.proxy_urls[index], endpoints.master_key,
+                         expect_redis=proxy_cache_is_redis(config))
         return time.monotonic() - t0
 
     def redis_fault(self, kind: str, **params: Any) -> None:
