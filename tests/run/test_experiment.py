@@ -358,6 +358,40 @@ def test_a_backend_that_cannot_start_here_creates_no_run_folder(scenario_file: P
     assert [n for n, _ in h.stack.names()] == ["preflight", "forget"]    # never up, no stage started
 
 
+def test_compose_with_no_docker_engine_exits_2_in_one_line_before_the_run_folder_exists(
+        scenario_file: Path, tmp_path: Path, isolated_dirs: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The real ComposeStack whose Docker SDK client cannot be made (what docker.from_env raises on a machine with
+    no engine becomes no_engine_error()), through `harness run … --backend compose` in this process."""
+    from harness import cli
+    from harness.stack import backends
+    from harness.stack.compose import ComposeStack
+    from harness.stack.compose.stack import no_engine_error
+
+    made: list[ComposeStack] = []
+
+    def no_engine() -> Any:
+        raise no_engine_error()
+
+    def compose(name: str) -> Stack:
+        made.append(ComposeStack(name, client_factory=no_engine, runner=lambda cmd: pytest.fail(f"ran {cmd}")))
+        return made[-1]
+
+    monkeypatch.setitem(backends.BACKENDS, "compose", backends.Backend("compose", compose,
+                                                                       backends.BACKENDS["compose"].state_files))
+    monkeypatch.setattr(cli.signal, "signal", lambda *args: None)     # main() would install a SIGTERM handler
+    monkeypatch.setattr("sys.argv", ["harness", "run", str(scenario_file), "--backend", "compose"])
+    with pytest.raises(SystemExit) as info:
+        cli.main()
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: no Docker engine answers at "), err
+    assert len(made) == 1 and made[0].name.startswith("run-")
+    assert not isolated_dirs.exists()                                 # results/: no run folder at all
+    state = tmp_path / "state"
+    assert not state.exists() or not any(state.iterdir())             # nor a state folder for the stack
+
+
 @pytest.mark.parametrize(("override", "message"), [
     ({"backend": "external"}, "external backend is not implemented"),
     ({"backend": "kubernetes"}, "backend"),
