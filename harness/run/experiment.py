@@ -192,6 +192,8 @@ def run_scenario(path: Path, opts: RunOptions, console: Console, *, stack_factor
         facts = stack.facts()
         meta.update(endpoints=endpoints.public(), status="stack up", redis_version=facts.redis_version,
                     postgres_version=facts.postgres_version, timings=facts.timings)
+        if facts.images:
+            meta.update(images=facts.images)
         ctx = RunContext(scenario=scenario, run_id=prep.run_id, run_dir=run_dir, stack=stack, endpoints=endpoints,
                          meta=meta, console=console, clock=clock, processes=scenario.load.processes)
         run_stages(ctx, stages())

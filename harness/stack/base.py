@@ -114,6 +114,7 @@ class StackFacts:
 
     redis_version: str | None = None
     postgres_version: str | None = None
+    images: str | None = None     # which images ran (container backends): kind, reason, tag (id) of each
     timings: dict[str, float] = field(default_factory=dict)      # seconds per start-up step
     processes: list[dict[str, Any]] = field(default_factory=list)  # name, pid/container, port, rss_mb, alive
 

@@ -14,12 +14,12 @@ from harness.stack.compose.render import (
     interpolate,
     litellm_image,
     project_name,
-    render_configs,
+    render_proxy,
     replicas_override,
     write_env_file,
 )
 from harness.stack.compose.stack import STATE_FILE, TRACKED_FILE, ComposeStack
 
 __all__ = ["COMPOSE_DIR", "COMPOSE_FILE", "STATE_FILE", "TOXIPROXY_REDIS_INNER_PORT", "TRACKED_FILE", "ComposePorts",
-           "ComposeStack", "effective_model", "interpolate", "litellm_image", "project_name", "render_configs",
+           "ComposeStack", "effective_model", "interpolate", "litellm_image", "project_name", "render_proxy",
            "replicas_override", "write_env_file"]

