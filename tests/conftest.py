@@ -4,9 +4,10 @@
 capability (ReplicaControl, RedisControl, RedisFaults, LogSource). `FakeStack.core_only()` gives one with no
 capability at all, for tests of capability refusal. Every call is recorded in `calls` with its time.
 
-The Compose backend's boundaries without an engine: `FakeDocker` (the Docker SDK client), `FakeRunner`
-(`docker compose …`), `FakeHTTP` (proxies' health, /budget/new, Toxiproxy's API); `compose_rig()` wires a
-ComposeStack to all three.
+The Compose backend's boundaries without an engine: `FakeDocker` (the Docker SDK client, images and builds
+included), `FakeRunner` (`docker compose …`), `FakeHTTP` (the replicas' readiness as each LiteLLM release
+answers it, /budget/new, Toxiproxy's API), `FakeImageBuilder` (images chosen and "built" without Docker);
+`compose_rig()` wires a ComposeStack to all four.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import stat
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -27,6 +28,7 @@ import yaml
 from rich.console import Console
 
 from harness.stack.base import Endpoints, StackFacts, StackSpec, master_key_file
+from harness.stack.compose.images import ImageBuilder, ImageChoice, local_choice, official_choice
 
 
 def fake_endpoints(version: str = "1.84.0", replicas: int = 2) -> Endpoints:
@@ -146,33 +148,41 @@ def fake_stack() -> FakeStack:
 
 # -- the Compose backend's boundaries ------------------------------------------------------------------
 class FakeContainer:
+    """A Docker SDK container: status and exit code as `reload()` would show them, its log, its calls."""
+
     def __init__(self, service: str, project: str) -> None:
         self.name = f"{project}-{service}-1"
         self.labels = {"com.docker.compose.project": project, "com.docker.compose.service": service,
                        "com.docker.compose.container-number": "1"}
         self.status = "running"
+        self.exit_code = 0
+        self.log = f"log of {self.name}\n"
         self.calls: list[tuple[Any, ...]] = []
         self.image = SimpleNamespace(tags=[f"{service}:test"])
 
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return {"Name": f"/{self.name}", "State": {"Status": self.status, "ExitCode": self.exit_code}}
+
     def kill(self, signal: str = "SIGKILL") -> None:
         self.calls.append(("kill", signal))
-        self.status = "exited"
+        self.status, self.exit_code = "exited", 137
 
     def start(self) -> None:
         self.calls.append(("start",))
-        self.status = "running"
+        self.status, self.exit_code = "running", 0
 
     def restart(self, timeout: int = 10) -> None:
         self.calls.append(("restart", timeout))
 
     def wait(self, timeout: int | None = None) -> dict[str, int]:
-        return {"StatusCode": 137}
+        return {"StatusCode": self.exit_code}
 
     def reload(self) -> None:
-        pass
+        self.calls.append(("reload",))
 
     def logs(self, **kwargs: Any) -> bytes:
-        return f"log of {self.name}\n".encode()
+        return self.log.encode()
 
     def exec_run(self, cmd: list[str]) -> SimpleNamespace:
         self.calls.append(("exec", tuple(cmd)))
@@ -184,8 +194,67 @@ class FakeContainer:
         self.calls.append(("remove",))
 
 
+class FakeImages:
+    """`client.images`: get (ImageNotFound when absent) and pull (an APIError per `pull_errors`), recorded."""
+
+    def __init__(self) -> None:
+        self.present: dict[str, str] = {}          # ref -> image id
+        self.pull_errors: dict[str, str] = {}      # ref -> the engine's explanation of a failed pull
+        self.got: list[str] = []
+        self.pulled: list[str] = []
+        self._serial = 0
+
+    def add(self, ref: str) -> str:
+        self._serial += 1
+        self.present[ref] = f"sha256:{self._serial:04d}" + "ab" * 30
+        return self.present[ref]
+
+    def get(self, ref: str) -> SimpleNamespace:
+        import docker
+
+        self.got.append(ref)
+        if ref not in self.present:
+            raise docker.errors.ImageNotFound(f"No such image: {ref}")
+        return SimpleNamespace(id=self.present[ref], tags=[ref])
+
+    def pull(self, ref: str, tag: str | None = None, **_: Any) -> SimpleNamespace:
+        import docker
+
+        self.pulled.append(ref)
+        if ref in self.pull_errors:
+            raise docker.errors.APIError("500 Server Error", explanation=self.pull_errors[ref])
+        self.add(ref)
+        return SimpleNamespace(id=self.present[ref], tags=[ref])
+
+
+class FakeAPI:
+    """`client.api.build` (classic builder, decode=True): the chunks the engine streams; a success tags the image.
+    `fail_target`: the stage whose build ends with an error chunk."""
+
+    def __init__(self, images: FakeImages) -> None:
+        self.images = images
+        self.builds: list[dict[str, Any]] = []
+        self.context_files: list[set[str]] = []     # the files of each build's context, seen while it exists
+        self.fail_target: str | None = None
+
+    def build(self, **kwargs: Any) -> Any:
+        self.builds.append(kwargs)
+        context = Path(kwargs["path"])
+        self.context_files.append({str(p.relative_to(context)) for p in context.rglob("*")})
+        target = kwargs.get("target")
+        if target is not None and target == self.fail_target:
+            return iter([{"stream": f"Step 1/3 : FROM os AS {target}\n"},
+                         {"errorDetail": {"message": "The command '/bin/sh -c apt-get install' returned a non-zero "
+                                                     "code: 100"},
+                          "error": "The command '/bin/sh -c apt-get install' returned a non-zero code: 100"}])
+        image_id = self.images.add(kwargs["tag"])
+        return iter([{"stream": f"Step 1/2 : FROM something AS {target}\n"}, {"stream": " ---> Using cache\n"},
+                     {"aux": {"ID": image_id}}, {"stream": f"Successfully built {image_id[7:19]}\n"},
+                     {"stream": f"Successfully tagged {kwargs['tag']}\n"}])
+
+
 class FakeDocker:
-    """The Docker SDK boundary: ping, containers.list(filters=label), volumes, networks."""
+    """The Docker SDK boundary: ping, containers.list(filters=label), volumes, networks, images, api.build."""
 
     def __init__(self, engine: bool = True) -> None:
         self.engine = engine
@@ -193,6 +262,8 @@ class FakeDocker:
         self.containers = SimpleNamespace(list=self._list)
         self.volumes = SimpleNamespace(list=lambda filters=None: [])
         self.networks = SimpleNamespace(list=lambda filters=None: [])
+        self.images = FakeImages()
+        self.api = FakeAPI(self.images)
 
     def ping(self) -> bool:
         if not self.engine:
@@ -209,13 +280,17 @@ class FakeDocker:
 
 
 class FakeRunner:
-    """`docker compose …` calls: `up` makes the containers appear, `down` removes them."""
+    """`docker compose …` calls: `up` makes the containers appear (`migrate` as a one-shot that completed),
+    `down` removes them. A failing `up` (`up_rc`) creates them only with `create_on_failure` (as a real `up`
+    that got as far as starting `migrate`); `after_up(docker)` changes them before `up` returns."""
 
     def __init__(self, docker: FakeDocker, up_rc: int = 0, up_stderr: str = "") -> None:
         self.docker = docker
         self.calls: list[list[str]] = []
         self.up_rc = up_rc
         self.up_stderr = up_stderr
+        self.create_on_failure = False
+        self.after_up: Callable[[FakeDocker], None] | None = None
         self.env_mode_at_up: int | None = None
 
     def __call__(self, cmd: Sequence[str]) -> subprocess.CompletedProcess[str]:
@@ -227,30 +302,77 @@ class FakeRunner:
         env_file = Path(cmd[cmd.index("--env-file") + 1])
         if "up" in cmd:
             self.env_mode_at_up = stat.S_IMODE(env_file.stat().st_mode)
+            if self.up_rc == 0 or self.create_on_failure:
+                override = yaml.safe_load(Path(cmd[cmd.index("-f", cmd.index("-f") + 1) + 1]).read_text())
+                services = ["postgres", "redis", "toxiproxy", "mock", "migrate", "proxy-0", *override["services"]]
+                self.docker.add(project, services)
+                self.docker.by_service["migrate"].status = "exited"     # the one-shot ran (exit code 0)
+            if self.after_up is not None:
+                self.after_up(self.docker)
             if self.up_rc:
                 return subprocess.CompletedProcess(cmd, self.up_rc, "", self.up_stderr)
-            override = yaml.safe_load(Path(cmd[cmd.index("-f", cmd.index("-f") + 1) + 1]).read_text())
-            services = ["postgres", "redis", "toxiproxy", "mock", "migrate", "proxy-0", *override["services"]]
-            self.docker.add(project, services)
         if "down" in cmd:
             self.docker.by_service.clear()
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
 
-class FakeHTTP:
-    """The proxies' health and /budget/new, and Toxiproxy's API."""
+READINESS_PATH, READINESS_DETAILS_PATH = "/health/readiness", "/health/readiness/details"
 
-    def __init__(self) -> None:
+
+def readiness_details(version: str, db: str = "connected", cache: Any = "redis") -> dict[str, Any]:
+    """LiteLLM's detailed readiness payload (1.83.14's public /health/readiness; /health/readiness/details of
+    1.84.0+), field for field as `_get_health_readiness_details` builds it (see harness/litellm/health.py)."""
+    body: dict[str, Any] = {"status": "healthy", "db": db, "cache": cache, "litellm_version": version,
+                            "success_callbacks": ["_PROXY_VirtualKeyModelMaxBudgetLimiter", "ServiceLogging"],
+                            "use_aiohttp_transport": True, "log_level": "WARNING", "is_detailed_debug": False}
+    if version == "1.108.7":
+        body.update(show_no_redis_warning=False, show_env_credential_login_warning=False)
+    return body
+
+
+class FakeHTTP:
+    """The replicas' readiness routes as LiteLLM `version` answers them, /budget/new, and Toxiproxy's API.
+
+    Readiness (harness/litellm/health.py has the shapes): 1.83.14 answers the detailed payload on the public
+    route with HTTP 200 whatever `db` is; 1.84.0 and newer answer `{"status", "db"}` publicly (HTTP 503 while
+    the database is `disconnected`) and the detailed payload on /health/readiness/details, only with the master
+    key `master_key()` returns (401 otherwise). `db_states`: the `db` of successive public readiness answers
+    (the last one sticks); `cache`: what the detailed payload says. No /health/liveliness: nothing may use it.
+    """
+
+    def __init__(self, version: str = "1.84.0", master_key: Callable[[], str | None] | None = None) -> None:
+        self.version = version
+        self.master_key = master_key
+        self.db_states: list[str] = ["connected"]
+        self.cache: Any = "redis"
         self.requests: list[httpx.Request] = []
         self.toxics: dict[str, dict[str, Any]] = {}
         self.proxy_enabled = True
-        self.healthy = True
+        self._db = "connected"
+
+    def readiness_requests(self, path: str = READINESS_PATH) -> list[httpx.Request]:
+        return [r for r in self.requests if r.url.path == path]
+
+    def _readiness(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == READINESS_PATH:
+            self._db = self.db_states.pop(0) if len(self.db_states) > 1 else self.db_states[0]
+            if self.version == "1.83.14":
+                return httpx.Response(200, json=readiness_details(self.version, self._db, self.cache))
+            status = 503 if self._db in ("disconnected", "stalled") else 200
+            return httpx.Response(status, json={"status": "healthy", "db": self._db})
+        if self.version == "1.83.14":
+            return httpx.Response(404, json={"detail": "Not Found"})
+        expected = self.master_key() if self.master_key is not None else None
+        if not expected or request.headers.get("authorization") != f"Bearer {expected}":
+            return httpx.Response(401, json={"error": {"message": "Authentication Error, No api key passed in.",
+                                                       "type": "auth_error", "param": "None", "code": "401"}})
+        return httpx.Response(200, json=readiness_details(self.version, self._db, self.cache))
 
     def handler(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
         path = request.url.path
-        if path == "/health/liveliness":
-            return httpx.Response(200 if self.healthy else 503, json="I'm alive!")
+        if path in (READINESS_PATH, READINESS_DETAILS_PATH) and request.method == "GET":
+            return self._readiness(request)
         if path == "/budget/new":
             return httpx.Response(200, json={"budget_id": json.loads(request.content)["budget_id"]})
         if path == "/proxies/redis/toxics" and request.method == "GET":
@@ -271,14 +393,63 @@ class FakeHTTP:
         return httpx.Client(transport=httpx.MockTransport(self.handler))
 
 
-def compose_rig(tmp_path: Path, name: str = "t1") -> SimpleNamespace:
-    """A ComposeStack on the fakes (state in tmp_path/state) and a 3-replica spec with its run folder."""
+class FakeImageBuilder(ImageBuilder):
+    """An ImageBuilder that builds nothing: `choose` answers `kind` ("official" or "local", with `reason`),
+    `ensure` records fake image ids (or raises `error`). Records the client it was made with and its calls."""
+
+    def __init__(self, client: Any, console: Console | None, log_path: Path, kind: str = "official",
+                 reason: str = "", error: Exception | None = None) -> None:
+        super().__init__(client, console=console, log_path=log_path)
+        self.kind, self.reason, self.error = kind, reason, error
+        self.calls: list[tuple[str, str]] = []
+
+    def choose(self, version: str) -> ImageChoice:
+        self.calls.append(("choose", version))
+        return official_choice(version) if self.kind == "official" else local_choice(version, self.reason)
+
+    def ensure(self, choice: ImageChoice, version: str) -> ImageChoice:
+        self.calls.append(("ensure", version))
+        if self.error is not None:
+            raise self.error
+        choice.ids = {ref: f"sha256:{i:02d}" + "cd" * 31 for i, (var, ref) in enumerate(sorted(choice.env.items()))
+                      if var.endswith("_IMAGE")}
+        return choice
+
+
+def compose_rig(tmp_path: Path, name: str = "t1", version: str = "1.84.0", replicas: int = 3,
+                state_dir: Path | None = None) -> SimpleNamespace:
+    """A ComposeStack on the fakes (state in tmp_path/state, or `state_dir`) and a spec with its run folder.
+
+    `rig.builder` is the FakeImageBuilder the stack gets (set `kind`/`reason`/`error` on it before `up`);
+    `rig.image_builder` the factory to give another handle on the same stack.
+    """
     from harness.stack.compose import ComposeStack
 
     docker = FakeDocker()
     runner = FakeRunner(docker)
-    http = FakeHTTP()
-    stack = ComposeStack(name, state_dir=tmp_path / "state", client_factory=lambda: docker, runner=runner,
-                         http=http.client(), poll_interval=0.0)
-    spec = StackSpec(version="1.84.0", replicas=3, default_budget=2.0, run_dir=tmp_path / "run", seed=7)
-    return SimpleNamespace(docker=docker, runner=runner, http=http, stack=stack, spec=spec, tmp=tmp_path)
+    builder = FakeImageBuilder(docker, None, log_path=tmp_path / "images-build.log")
+    made_with: list[Any] = []
+
+    def image_builder(client: Any, console: Console | None) -> ImageBuilder:
+        made_with.append(client)
+        builder.console = console or builder.console
+        return builder
+
+    state = state_dir if state_dir is not None else tmp_path / "state"
+    http = FakeHTTP(version, master_key=lambda: _env_file_key(state))
+    stack = ComposeStack(name, state_dir=state, client_factory=lambda: docker, runner=runner, http=http.client(),
+                         image_builder=image_builder, poll_interval=0.0)
+    spec = StackSpec(version=version, replicas=replicas, default_budget=2.0, run_dir=tmp_path / "run", seed=7)
+    return SimpleNamespace(docker=docker, runner=runner, http=http, stack=stack, spec=spec, tmp=tmp_path,
+                           builder=builder, image_builder=image_builder, builder_made_with=made_with)
+
+
+def _env_file_key(state_dir: Path) -> str | None:
+    """The master key in a Compose stack's compose.env (what the replicas were given)."""
+    env_file = state_dir / "compose.env"
+    if not env_file.exists():
+        return None
+    for line in env_file.read_text().splitlines():
+        if line.startswith("LITELLM_MASTER_KEY="):
+            return line.split("=", 1)[1].strip("'")
+    return None

@@ -27,7 +27,6 @@ from harness.stack.base import (
     state_dir_of,
     write_master_key_file,
 )
-from harness.stack.compose import ComposeStack
 from harness.stack.local import LocalStack
 from tests.conftest import FakeStack, compose_rig
 
@@ -46,10 +45,9 @@ def _local(tmp_path: Path, name: str) -> Stack:
 
 
 def _compose(tmp_path: Path, name: str) -> Stack:
-    rig = compose_rig(tmp_path, name)
-    # the same fakes, but the state folder where the registry looks for it
-    return ComposeStack(name, client_factory=lambda: rig.docker, runner=rig.runner, http=rig.http.client(),
-                        poll_interval=0.0)
+    # the fakes, with the state folder where the registry looks for it
+    stack: Stack = compose_rig(tmp_path, name, state_dir=state_dir_of(name)).stack
+    return stack
 
 
 def _fake(tmp_path: Path, name: str) -> Stack:
@@ -136,9 +134,8 @@ def test_registry_lists_every_stack_of_every_backend(tmp_path: Path, state_root:
     crashed.mkdir(parents=True)
     (crashed / "state.json").write_text('{"processes": [{"name": "redis", "pid": 999999999, "pgid": 999999999, '
                                         '"cmd": ["redis-server"], "log": "", "create_time": 1.0}], "extra": {}}')
-    rig = compose_rig(tmp_path, "dock")
-    composed = ComposeStack("dock", client_factory=lambda: rig.docker, runner=rig.runner, http=rig.http.client(),
-                            poll_interval=0.0)
+    rig = compose_rig(tmp_path, "dock", state_dir=state_dir_of("dock"))
+    composed = rig.stack
     composed.up(rig.spec)
     (state_root / "not-a-stack").mkdir()
     found = {(s.name, s.backend) for s in list_stacks()}
