@@ -1,8 +1,15 @@
-"""`LoadConfig`: everything a Locust process needs, as a JSON file named by $HARNESS_LOAD_CONFIG.
+"""`LoadConfig`: everything a Locust process needs, as JSON.
 
-No secret is in it: the master key is read from `master_key_file`, a 0600 file outside the run folder (for
-`harness run`: harness.stack.base.master_key_file, in the stack's own state folder, which the run removes when
-the load ends and every backend's `down()` deletes).
+Locust gets it through the locustfile's own command-line option `--harness-config` (CONFIG_OPTION): the JSON
+itself, or the path of a JSON file; $HARNESS_LOAD_CONFIG is that option's environment fallback (Locust's
+configargparse `env_var`). A Locust master forwards the option's value to its workers in every spawn message
+(`parsed_options`), so workers need no file of their own (harness/load/locustfile.py).
+
+No secret is in it. The master key is read from `master_key_file`, a 0600 file outside the run folder (host
+Locust, `harness run`: harness.stack.base.master_key_file, in the stack's own state folder, which the run
+removes when the load ends and every backend's `down()` deletes), or from the environment variable named by
+`master_key_env` (Locust in containers: the Compose env gives the workers LITELLM_MASTER_KEY, as it gives the
+proxies).
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ if TYPE_CHECKING:
     from harness.stack.base import Endpoints
 
 ENV_VAR = "HARNESS_LOAD_CONFIG"
+CONFIG_OPTION = "--harness-config"      # the locustfile's Locust option (dest: harness_config)
+CONFIG_DEST = "harness_config"
 CONFIG_FILE = "load-config.json"
 
 
@@ -26,6 +35,7 @@ class LoadConfig:
     run_dir: str
     proxy_urls: list[str]
     master_key_file: str | None
+    master_key_env: str | None = None      # else: the name of the environment variable holding the key
     model: str = "mock-gpt"
     end_users: list[str] = field(default_factory=lambda: ["eu-0000"])
     pick: str = "uniform"                   # uniform | hot_set
@@ -80,8 +90,9 @@ class LoadConfig:
             wait_s=s.load.wait_s, seed=s.seed, users=s.load.users, spawn_rate=s.load.spawn_rate,
             duration_s=s.load.duration_s, stages=[st.model_dump() for st in s.load.stages])
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+    def to_json(self, indent: int | None = 2) -> str:
+        """The JSON text (indent=None: compact, what a master forwards to its workers)."""
+        return json.dumps(asdict(self), indent=indent, separators=None if indent else (",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> LoadConfig:
@@ -95,17 +106,42 @@ class LoadConfig:
         return path
 
     def master_key(self) -> str:
-        if not self.master_key_file:
-            return ""
-        return Path(self.master_key_file).read_text().strip()
+        """The key from `master_key_file`, else from $`master_key_env` (which must then be set), else ""."""
+        if self.master_key_file:
+            return Path(self.master_key_file).read_text().strip()
+        if self.master_key_env:
+            key = os.environ.get(self.master_key_env, "").strip()
+            if not key:
+                raise RuntimeError(f"the load config reads the master key from ${self.master_key_env}, which is "
+                                   "not set in this process")
+            return key
+        return ""
 
     @property
     def planned_duration_s(self) -> float:
         return sum(float(st["duration_s"]) for st in self.stages) if self.stages else self.duration_s
 
+    def stage_at(self, t: float) -> tuple[int, float] | None:
+        """(users, spawn_rate) of the stage running `t` seconds into the load; None once every stage is over."""
+        end = 0.0
+        for stage in self.stages:
+            end += float(stage["duration_s"])
+            if t < end:
+                return int(stage["users"]), float(stage.get("spawn_rate", 50.0))
+        return None
+
+
+def config_from_option(value: str | None) -> LoadConfig:
+    """The config an option value names: JSON text (starts with `{`) or the path of a JSON file."""
+    text = (value or "").strip()
+    if not text:
+        raise RuntimeError(f"no load config: pass {CONFIG_OPTION} (JSON or a file) or set ${ENV_VAR} "
+                           "(harness.load.config.LoadConfig)")
+    if text.startswith("{"):
+        return LoadConfig.from_json(text)
+    return LoadConfig.from_json(Path(text).read_text())
+
 
 def load_from_env() -> LoadConfig:
-    path = os.environ.get(ENV_VAR)
-    if not path:
-        raise RuntimeError(f"${ENV_VAR} must name a load config JSON file (harness.load.config.LoadConfig)")
-    return LoadConfig.from_json(Path(path).read_text())
+    """The config $HARNESS_LOAD_CONFIG names (JSON or a file)."""
+    return config_from_option(os.environ.get(ENV_VAR))

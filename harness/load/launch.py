@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.load.config import CONFIG_FILE, ENV_VAR, LoadConfig
+from harness.load.config import CONFIG_FILE, CONFIG_OPTION, LoadConfig
+from harness.load.locust_main import LOCUSTFILE
 from harness.load.writer import open_appender
 from harness.run.runfolder import REQUESTS_FILE
 from harness.util.procs import stop_group
 
-LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 PROC_NAME = "locust"
 LOCUST_PREFIX = "locust"          # <run>/locust_stats.csv, locust_stats_history.csv, locust_failures.csv, ...
 LOCUST_HTML = "locust.html"
@@ -30,11 +30,17 @@ LOCUST_LOG = "locust.log"
 BUDGET_ANY = re.compile(r"Budget has been exceeded|ExceededBudget|over budget|budget_exceeded", re.IGNORECASE)
 
 
+def stop_timeout_s(config: LoadConfig) -> int:
+    """Locust's --stop-timeout: in-flight requests may finish (the client timeout + 2 s unless configured)."""
+    return math.ceil(config.stop_timeout_s if config.stop_timeout_s is not None else config.client_timeout_s + 2)
+
+
 def locust_command(config: LoadConfig, run_dir: Path, processes: int = 1) -> list[str]:
-    stop_timeout = config.stop_timeout_s if config.stop_timeout_s is not None else config.client_timeout_s + 2
-    cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
+    """Host Locust; the config is <run>/load-config.json, named by the locustfile's --harness-config."""
+    cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), CONFIG_OPTION, str(run_dir / CONFIG_FILE),
+           "--headless", "--only-summary",
            "--csv", str(run_dir / LOCUST_PREFIX), "--html", str(run_dir / LOCUST_HTML),
-           "--stop-timeout", str(math.ceil(stop_timeout)), "--exit-code-on-error", "0", "--loglevel", "INFO"]
+           "--stop-timeout", str(stop_timeout_s(config)), "--exit-code-on-error", "0", "--loglevel", "INFO"]
     if not config.stages:
         cmd += ["-u", str(config.users), "-r", str(config.spawn_rate), "-t", f"{math.ceil(config.duration_s)}s"]
     if processes > 1:
@@ -89,14 +95,15 @@ def run_locust(config: LoadConfig, run_dir: Path, processes: int = 1, stages: li
 
     Locust runs in its own session (a Ctrl-C at the terminal does not reach it: the caller stops it with
     `LocustHandle.stop()`, which lets in-flight requests finish). The config (no secrets: the key is in
-    `config.master_key_file`) goes to <run>/load-config.json; requests.csv is created with its header first.
+    `config.master_key_file`) goes to <run>/load-config.json, named on the command line (--harness-config);
+    requests.csv is created with its header first.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     if stages is not None:
         config.stages = [dict(s) for s in stages]
-    config_path = config.write(run_dir / CONFIG_FILE)
+    config.write(run_dir / CONFIG_FILE)
     open_appender(run_dir / REQUESTS_FILE).close()
-    env = {**os.environ, ENV_VAR: str(config_path), "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
     cmd = locust_command(config, run_dir, processes)
     with open(run_dir / LOCUST_LOG, "ab") as log_fh:
         proc = subprocess.Popen(  # noqa: S603 - the command is built above

@@ -40,7 +40,7 @@ from harness.paths import results_dir
 from harness.run.context import Clock, RunContext
 from harness.run.progress import progress_table
 from harness.run.runfolder import META_FILE, SCENARIO_FILE, MetaWriter, new_run_id
-from harness.run.stages import Stage, default_stages
+from harness.run.stages import Stage, default_stages, load_where
 from harness.scenario.model import Scenario, load_scenario
 from harness.stack.base import Endpoints, Stack, StackSpec
 
@@ -108,6 +108,7 @@ def prepare(path: Path, opts: RunOptions, stack_factory: StackFactory) -> Prepar
     spec = StackSpec.from_scenario(scenario, run_dir)
     try:
         check_capabilities(scenario.faults, stack)
+        load_where(scenario.load.where, stack)     # `stack` on a backend that cannot run the load: refused here
         reused = _running_endpoints(stack, scenario) if opts.reuse else None
         if reused is None:
             stack.preflight(spec)   # no engine / binary: refused here

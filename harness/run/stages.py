@@ -14,17 +14,19 @@ fault windows), nemesis (windows are timed from the load start), load (Locust).
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
-from harness.errors import Interrupted
-from harness.stack.base import master_key_file, write_master_key_file
+from harness.errors import HarnessError, Interrupted
+from harness.stack.base import LoadRunner, Stack, master_key_file, write_master_key_file
 
 if TYPE_CHECKING:
-    from harness.load.launch import LiveStats, LocustHandle
+    from harness.load.launch import LiveStats
     from harness.nemesis.schedule import Nemesis
     from harness.run.context import RunContext
     from harness.run.cpu import CpuMeter
     from harness.run.sampler import Sampler
+    from harness.stack.base import LoadHandle
 
 
 class Stage:
@@ -160,30 +162,66 @@ class NemesisStage(Stage):
         ctx.meta.update(nemesis_errors=list(nemesis.errors))
 
 
-class LoadStage(Stage):
-    """Locust against the proxies (harness/load), tracked by the stack so `harness down` stops it too.
+LOAD_WHERE_VAR = "HARNESS_LOAD_IN"
+LOAD_WHERE = ("auto", "host", "stack")
 
-    The master key reaches Locust in a 0600 file in the stack's own state folder (never the system temp
+
+def load_where(where: str, stack: Stack) -> str:
+    """Where the load runs, "host" or "stack": $HARNESS_LOAD_IN, else the scenario's `load.where`; `auto` is the
+    stack's own when it has the LoadRunner capability (compose), else the host. HarnessError (exit 2, before
+    anything starts) for an unknown value or `stack` on a backend that cannot run the load."""
+    from_env = os.environ.get(LOAD_WHERE_VAR, "").strip().lower()
+    value = from_env or where
+    source = f"${LOAD_WHERE_VAR}" if from_env else "load.where"
+    if value not in LOAD_WHERE:
+        raise HarnessError(f"{source}={value!r} is not understood", f"use one of: {', '.join(LOAD_WHERE)}")
+    can = isinstance(stack, LoadRunner)
+    if value == "stack" and not can:
+        raise HarnessError(f"{source}=stack, but the {stack.backend} backend cannot run the load itself",
+                           "use host (or auto)")
+    if value == "auto":
+        return "stack" if can else "host"
+    return value
+
+
+class LoadStage(Stage):
+    """Locust against the proxies (harness/load): on the host, tracked by the stack so `harness down` stops it
+    too, or inside the stack (its LoadRunner capability: Compose services, removed by its `down`), as
+    `load_where` decides; meta.json records which (`load_where`).
+
+    Host: the master key reaches Locust in a 0600 file in the stack's own state folder (never the system temp
     folder); this stage deletes it when Locust has stopped, and every backend's `down()` deletes it too, so a
-    SIGKILLed harness leaves it at most until `harness down`.
+    SIGKILLed harness leaves it at most until `harness down`. Stack: the stack supplies the key to its own
+    Locust (Compose: the environment), nothing is written.
     """
 
     name = "load"
 
     def __init__(self) -> None:
-        self.handle: LocustHandle | None = None
+        self.handle: LoadHandle | None = None
         self.live: LiveStats | None = None
 
     def start(self, ctx: RunContext) -> None:
         from harness.load.config import LoadConfig
         from harness.load.launch import LiveStats, run_locust
 
-        key_file = write_master_key_file(ctx.stack.name, ctx.endpoints.master_key)
-        config = LoadConfig.from_scenario(ctx.scenario, ctx.endpoints, ctx.run_dir, master_key_file=key_file)
+        where = load_where(ctx.scenario.load.where, ctx.stack)
+        ctx.meta.update(load_where=where, load_processes=ctx.processes)
         self.live = LiveStats(ctx.run_dir)
-        ctx.load_started()
-        self.handle = run_locust(config, ctx.run_dir, processes=ctx.processes)
-        ctx.stack.track(self.handle.name, self.handle.pid)
+        if where == "stack":
+            assert isinstance(ctx.stack, LoadRunner)
+            config = LoadConfig.from_scenario(ctx.scenario, ctx.endpoints, ctx.run_dir)
+            ctx.say(f"load: Locust inside the {ctx.stack.backend} stack (master + {ctx.processes} worker(s); "
+                    f"{LOAD_WHERE_VAR}=host runs it on this machine)")
+            ctx.load_started()
+            self.handle = ctx.stack.start_load(config, ctx.run_dir, ctx.processes)
+        else:
+            key_file = write_master_key_file(ctx.stack.name, ctx.endpoints.master_key)
+            config = LoadConfig.from_scenario(ctx.scenario, ctx.endpoints, ctx.run_dir, master_key_file=key_file)
+            ctx.load_started()
+            self.handle = run_locust(config, ctx.run_dir, processes=ctx.processes)
+        if self.handle.pid is not None:
+            ctx.stack.track(self.handle.name, self.handle.pid)
 
     def busy(self, ctx: RunContext) -> bool:
         return self.handle is not None and self.handle.poll() is None

@@ -77,7 +77,13 @@ class Load(Strict):
     stages: list[Stage] = Field(default_factory=list, description="a staged shape instead of users/duration")
     wait_s: tuple[float, float] = Field(default=(0.0, 0.2), description="think time between requests of one Locust "
                                                                         "user, [min, max] seconds")
-    processes: int = Field(default=1, ge=1, description="Locust worker processes")
+    processes: int = Field(default=1, ge=1, description="Locust worker processes (compose, Locust in the stack: "
+                                                        "worker containers)")
+    where: Literal["auto", "host", "stack"] = Field(
+        default="auto", description="where Locust runs: `host` (processes next to the harness), `stack` (inside the "
+                                    "stack: Compose services `locust-master` + `locust-worker`), `auto` (the stack's "
+                                    "own when its backend has one, i.e. compose; else host). $HARNESS_LOAD_IN "
+                                    "overrides it")
 
     @field_validator("wait_s")
     @classmethod

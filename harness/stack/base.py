@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from rich.console import Console
 
 from harness.paths import state_root
 from harness.util.fsutil import write_secret
+
+if TYPE_CHECKING:
+    from harness.load.config import LoadConfig
 
 MASTER_KEY_FILE = "master-key"
 
@@ -123,8 +126,8 @@ class StackFacts:
 class Stack(Protocol):
     """The core every backend implements: one named stack, started, described, stopped.
 
-    Optional capabilities are separate protocols (ReplicaControl, RedisControl, RedisFaults, LogSource); callers
-    check them with isinstance() before the load starts, never by probing attributes.
+    Optional capabilities are separate protocols (ReplicaControl, RedisControl, RedisFaults, LogSource,
+    LoadRunner); callers check them with isinstance() before the load starts, never by probing attributes.
     """
 
     name: str
@@ -202,4 +205,47 @@ class RedisFaults(Protocol):
 class LogSource(Protocol):
     def logs(self) -> dict[str, Path]:
         """Log file of each process, by name (proxy-0, redis, postgres, mock, ...)."""
+        ...
+
+
+class LoadHandle(Protocol):
+    """A running load (Locust), as the run's load stage sees it: harness.load.launch.LocustHandle (host) or a
+    backend's own (harness.stack.compose.load.ComposeLocust)."""
+
+    name: str
+
+    @property
+    def pid(self) -> int | None:
+        """The host process (group) to `track` so `harness down` stops it; None when the stack owns the load
+        (its containers are part of the stack, and its `down()` removes them)."""
+        ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def poll(self) -> int | None:
+        """None while the load runs (a master or any worker still there), else the master's exit code."""
+        ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def stop(self, timeout: float | None = None) -> int | None:
+        """Stop early and gracefully (SIGINT to the master: in-flight requests finish within --stop-timeout,
+        the CSVs and the HTML report are written), kill what is left after `timeout`, clean up; also after a
+        normal end. Returns the master's exit code."""
+        ...
+
+
+@runtime_checkable
+class LoadRunner(Protocol):
+    """The stack runs the load itself, next to the proxies (Compose: Locust master + workers as services).
+
+    `harness run` uses it when the scenario's `load.where` (or $HARNESS_LOAD_IN) resolves to "stack"; without
+    this capability the load runs on the host (harness.load.launch.run_locust)."""
+
+    def start_load(self, config: LoadConfig, run_dir: Path, workers: int) -> LoadHandle:
+        """Start Locust for `config` (the stack adapts the proxy URLs and where the master key comes from; the
+        config it used goes to <run_dir>/load-config.json) with `workers` worker processes; return at once.
+        The run folder contract is the host's: requests.csv (every worker's rows), locust_* CSVs, locust.html,
+        locust*.log."""
         ...

@@ -1,4 +1,5 @@
-"""The Compose backend: the local backend's topology as containers (`render`: the files; `stack`: the lifecycle).
+"""The Compose backend: the local backend's topology as containers (`render`: the files; `stack`: the lifecycle;
+`load`: Locust master + workers as the project's `load` profile).
 
 Per stack, in `.state/<name>/`: compose.env (0600, the master key and every `${VAR}`), compose.replicas.yml,
 compose.json (project, ports, versions, timings, endpoints without the secret; marks the folder as a Compose

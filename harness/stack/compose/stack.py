@@ -35,9 +35,11 @@ from rich.console import Console
 from harness.errors import HarnessError, StackError
 from harness.litellm.health import Readiness, readiness
 from harness.litellm.proxy_config import DEFAULT_BUDGET_ID, dump_config, generate_master_key, proxy_cache_is_redis
+from harness.load.config import LoadConfig
 from harness.paths import REPO_ROOT
-from harness.stack.base import Endpoints, StackFacts, StackSpec, master_key_file, replica_name, state_dir_of
+from harness.stack.base import Endpoints, LoadHandle, StackFacts, StackSpec, master_key_file, replica_name, state_dir_of
 from harness.stack.compose.images import ImageBuilder, ImageChoice
+from harness.stack.compose.load import LOAD_PROFILE, start_compose_load
 from harness.stack.compose.render import (
     COMPOSE_FILE,
     POSTGRES_DB,
@@ -430,6 +432,12 @@ class ComposeStack:
         self._require_up()
         _exec(self.container("redis"), ["redis-cli", "FLUSHALL"])
 
+    # -- the load (LoadRunner) -----------------------------------------------------------------------
+    def start_load(self, config: LoadConfig, run_dir: Path, workers: int) -> LoadHandle:
+        """Locust master + `workers` workers as this project's `load` profile (harness/stack/compose/load.py)."""
+        return start_compose_load(config, run_dir, workers, env_path=self.env_path, containers=self.containers,
+                                  compose=lambda *args: self._compose(*args, what="the load (Locust)"))
+
     # -- logs ---------------------------------------------------------------------------------------
     def save_logs(self) -> dict[str, Path]:
         """Write each container's log to `<log dir>/<service>.log` (proxy-0.log, redis.log, …)."""
@@ -527,8 +535,9 @@ class ComposeStack:
             self.save_logs()
         except Exception:  # noqa: BLE001 - logs are best effort on the way down
             pass
-        if self.env_path.exists():
-            self._compose("down", "-v", "--remove-orphans", "--timeout", "10", what="stop the project")
+        if self.env_path.exists():   # with the load profile: `down` leaves an inactive profile's containers
+            self._compose("--profile", LOAD_PROFILE, "down", "-v", "--remove-orphans", "--timeout", "10",
+                          what="stop the project")
         else:
             self._sdk_down()
         if self.containers():
