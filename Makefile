@@ -10,7 +10,7 @@ LITELLM ?=
 BACKEND ?= local
 PYTEST_ARGS ?=
 
-.PHONY: setup system venv engine litellm-envs test test-fast lint repro down doctor clean
+.PHONY: setup system venv engine litellm-envs setup-compose test test-fast lint repro down doctor clean
 
 setup: system venv engine litellm-envs
 	@echo "setup: done"
@@ -59,7 +59,14 @@ lint: venv
 	$(BIN)/ruff check harness tests benchmarks
 	$(BIN)/mypy
 
-repro: setup
+# The Compose backend needs only the venv and a Docker engine (no apt packages, no local LiteLLM envs):
+# `make setup-compose` installs/starts what is missing here and builds the images when none can be pulled.
+COMPOSE_VERSIONS ?= 1.84.0
+setup-compose: venv
+	@scripts/setup-compose.sh
+	$(BIN)/harness images build $(or $(LITELLM),$(COMPOSE_VERSIONS))
+
+repro: $(if $(filter compose,$(BACKEND)),setup-compose,setup)
 	$(BIN)/harness run $(SCENARIO) --backend $(BACKEND) $(if $(LITELLM),--litellm $(LITELLM),)
 
 down: venv

@@ -16,6 +16,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Reproduce and load-test the LiteLLM proxy's phantom-budget bug.")
 env_app = typer.Typer(no_args_is_help=True, help="Cached LiteLLM environments (.cache/litellm/<version>/).")
 app.add_typer(env_app, name="env")
+images_app = typer.Typer(no_args_is_help=True, help="The Compose backend's images (official, or built here).")
+app.add_typer(images_app, name="images")
 
 console = Console(stderr=True)
 
@@ -36,6 +38,21 @@ def env_build(versions: Annotated[list[str], typer.Argument(help="LiteLLM versio
     for version in versions:
         env = litellm_env.ensure(version, console=console)
         console.print(f"LiteLLM {env.version}: ready in {env.root}")
+
+
+@images_app.command("build")
+def images_build(versions: Annotated[list[str], typer.Argument(help="LiteLLM versions, e.g. 1.84.0 1.108.7")]) -> None:
+    """Pull the official images, or build them here from packages when none can be pulled (HARNESS_IMAGES)."""
+    from harness.litellm.versions import resolve
+    from harness.stack.compose.images import ImageBuilder
+    from harness.stack.compose.stack import docker_client
+
+    builder = ImageBuilder(docker_client(), console=console)
+    for version in versions:
+        choice = builder.ensure(builder.choose(resolve(version).version), resolve(version).version)
+        console.print(f"LiteLLM {version}: {choice.describe()}", highlight=False)
+        for ref, image_id in choice.ids.items():
+            console.print(f"  {ref}  {image_id.removeprefix('sha256:')[:12]}", highlight=False)
 
 
 @env_app.command("list")

@@ -11,7 +11,8 @@ from harness.util.fmt import md_cell, money, pct
 
 _ENV_KEYS = (
     ("LiteLLM version", "litellm_version"), ("replicas", "replicas"), ("backend", "backend"),
-    ("images", "images"), ("Redis", "redis_version"), ("Postgres", "postgres_version"), ("scenario", "scenario"), ("seed", "seed"),
+    ("images", "images"), ("Redis", "redis_version"), ("Postgres", "postgres_version"), ("scenario", "scenario"),
+    ("seed", "seed"),
     ("harness", "harness_version"), ("run id", "run_id"),
 )
 

@@ -662,3 +662,13 @@ def test_make_stack_selects_by_name() -> None:
     assert type(make_stack("compose", "x")).__name__ == "ComposeStack"
     with pytest.raises(HarnessError, match="unknown backend"):
         make_stack("kubernetes", "x")
+
+
+def test_shell_variables_never_override_the_rendered_env_file() -> None:
+    """Compose prefers the shell's variables to --env-file: the runner's environment drops every variable
+    the compose files interpolate (a REDIS_PORT or LITELLM_IMAGE in a user's shell changed the stack)."""
+    from harness.stack.compose.stack import compose_environment
+
+    shell = {"REDIS_PORT": "1234", "LITELLM_IMAGE": "evil:tag", "LITELLM_MASTER_KEY": "sk-shell",
+             "PROXY_7_PORT": "9", "PATH": "/usr/bin", "DOCKER_HOST": "unix:///x.sock"}
+    assert compose_environment(shell) == {"PATH": "/usr/bin", "DOCKER_HOST": "unix:///x.sock"}

@@ -246,7 +246,7 @@ class ImageBuilder:
         try:
             stream = self.client.api.build(path=str(context), dockerfile=str(rel), tag=tag, target=target,
                                            buildargs=buildargs or {}, network_mode=network, rm=True,
-                                           forcerm=True, decode=True)
+                                           forcerm=True, decode=True, timeout=3600)
             last_lines: list[str] = []
             for chunk in stream:
                 text = str(chunk.get("stream") or chunk.get("status") or "")

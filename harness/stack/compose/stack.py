@@ -75,9 +75,34 @@ def no_engine_error() -> HarnessError:
     return HarnessError(f"no Docker engine answers at {docker_socket()}", "start Docker or use --backend local")
 
 
+_COMPOSE_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
+_REPLICA_PORT_VAR = re.compile(r"PROXY_\d+_PORT")
+
+
+def compose_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment `docker compose` runs with: without any variable the compose files interpolate.
+
+    Compose gives the shell's variables priority over `--env-file`: a REDIS_PORT or LITELLM_IMAGE set in the
+    user's shell would silently replace what the harness rendered into compose.env.
+    """
+    names = set(_COMPOSE_VAR.findall(COMPOSE_FILE.read_text()))
+    source = dict(os.environ if environ is None else environ)
+    return {k: v for k, v in source.items() if k not in names and not _REPLICA_PORT_VAR.fullmatch(k)}
+
+
 def _default_runner(cmd: Sequence[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(cmd), capture_output=True, text=True, check=False,  # noqa: S603
-                          stdin=subprocess.DEVNULL, cwd=REPO_ROOT)
+                          stdin=subprocess.DEVNULL, cwd=REPO_ROOT, env=compose_environment())
+
+
+def docker_client() -> Any:
+    """A Docker SDK client whose engine answered a ping; HarnessError (one line, exit 2) otherwise."""
+    client = _default_client_factory()
+    try:
+        client.ping()
+    except Exception:  # noqa: BLE001 - any failure to reach the engine means the same to the user
+        raise no_engine_error() from None
+    return client
 
 
 def _default_client_factory() -> Any:
