@@ -203,6 +203,8 @@ def test_rendered_proxy_config_points_at_toxiproxy_and_the_mock_and_holds_no_key
 
 def test_image_tag_scheme(monkeypatch: pytest.MonkeyPatch) -> None:
     assert C.litellm_image("1.84.0") == "ghcr.io/berriai/litellm:1.84.0"
+    assert C.litellm_image("1.108.7") == "ghcr.io/berriai/litellm:1.108.7"
+    assert C.litellm_image("1.83.14") == "ghcr.io/berriai/litellm:main-v1.83.14-stable"   # no plain tag before 1.84
     monkeypatch.setenv("HARNESS_LITELLM_IMAGE", "ghcr.io/berriai/litellm:main-v{version}-stable")
     assert C.litellm_image("1.89.1") == "ghcr.io/berriai/litellm:main-v1.89.1-stable"
     assert official_choice("1.89.1").env["LITELLM_IMAGE"] == "ghcr.io/berriai/litellm:main-v1.89.1-stable"

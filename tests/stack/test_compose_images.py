@@ -169,6 +169,16 @@ def test_official_policy_makes_a_failed_pull_an_error(rig: Rig, monkeypatch: pyt
     assert "local" not in rig.out.getvalue()
 
 
+def test_a_named_litellm_image_that_cannot_be_pulled_is_an_error_not_a_silent_fallback(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HARNESS_LITELLM_IMAGE", "registry.example/litellm:{version}-candidate")
+    named = "registry.example/litellm:1.84.0-candidate"
+    rig.docker.images.pull_errors[named] = "manifest unknown"
+    with pytest.raises(HarnessError) as info:
+        rig.builder.choose("1.84.0")
+    assert info.value.problem == f"cannot pull {named}: manifest unknown"
+
+
 def test_local_policy_asks_no_registry(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HARNESS_IMAGES", "local")
     choice = rig.builder.choose("1.84.0")

@@ -4,7 +4,8 @@ Policy (HARNESS_IMAGES):
   official  the upstream images (ghcr.io/berriai/litellm:<version>, postgres, redis, Toxiproxy) and the harness
             image built from compose/Dockerfile.mock; a failed pull is an error
   local     images built from packages by this module (compose/images/Dockerfile): no registry needed
-  auto      (default) official when the LiteLLM image is present or can be pulled; otherwise local, saying so
+  auto      (default) official when every official image is present or can be pulled; otherwise local, saying
+            so — unless HARNESS_LITELLM_IMAGE names the LiteLLM image: a user who named an image gets it or an error
 
 Local images: the base is a Debian root filesystem made by `debootstrap` and brought in with `docker import`
 (`litellm-harness/base:bookworm`), because no registry may be reachable; every other image is a stage of
@@ -145,7 +146,7 @@ class ImageBuilder:
             ok, reason = self.pull(ref)
             if ok:
                 continue
-            if mode == "official":
+            if mode == "official" or os.environ.get("HARNESS_LITELLM_IMAGE"):
                 raise HarnessError(f"cannot pull {ref}: {reason}",
                                    f"check the tag and the registry, or set {IMAGES_VAR}=local to build images here")
             self._say(f"[yellow]cannot pull {ref} ({reason}): using images built here from packages "

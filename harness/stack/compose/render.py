@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from packaging.version import InvalidVersion, Version
 
 from harness.errors import HarnessError
 from harness.litellm.proxy_config import render_proxy_config
@@ -30,6 +31,9 @@ COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yml"
 # Where LiteLLM publishes its proxy image, and the tag of a PyPI release (see compose/README.md for the
 # sources). HARNESS_LITELLM_IMAGE overrides it; "{version}" in it is replaced by the version.
 LITELLM_IMAGE_TEMPLATE = "ghcr.io/berriai/litellm:{version}"
+# Before 1.84.0 the plain version is not a tag; releases were published as main-v<version>-stable (e.g.
+# main-v1.83.10-stable, pinned by downstream projects in April 2026; see compose/README.md).
+LITELLM_IMAGE_TEMPLATE_BEFORE_1_84 = "ghcr.io/berriai/litellm:main-v{version}-stable"
 
 # In-network names and ports (the compose file's services)
 MOCK_SERVICE, MOCK_INNER_PORT = "mock", 8000
@@ -40,7 +44,13 @@ POSTGRES_USER = POSTGRES_PASSWORD = POSTGRES_DB = "litellm"   # loopback-only, n
 
 def litellm_image(version: str) -> str:
     """The proxy image of a LiteLLM release (HARNESS_LITELLM_IMAGE overrides; may contain {version})."""
-    template = os.environ.get("HARNESS_LITELLM_IMAGE") or LITELLM_IMAGE_TEMPLATE
+    template = os.environ.get("HARNESS_LITELLM_IMAGE")
+    if not template:
+        try:
+            older = Version(version) < Version("1.84.0")
+        except InvalidVersion:
+            older = False
+        template = LITELLM_IMAGE_TEMPLATE_BEFORE_1_84 if older else LITELLM_IMAGE_TEMPLATE
     return template.replace("{version}", version)
 
 
