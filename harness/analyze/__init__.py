@@ -15,13 +15,17 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from harness.analyze.summary import Summary
 from harness.errors import HarnessError
 from harness.run import runfolder as rf
+
+if TYPE_CHECKING:
+    from harness.analyze.checker import Results
+    from harness.analyze.context import Context
 
 
 @dataclass
@@ -85,6 +89,7 @@ def analyze(run_dir: Path, plots: bool = True) -> AnalysisResult:
             pictures.append(run_dir / check.picture)
     lap("plots")
 
+    chart = _mermaid_chart(ctx, results, [p.name for p in pictures])
     files = {"report": rf.REPORT_FILE, "verdict": rf.VERDICT_FILE, "pictures": [p.name for p in pictures]}
     evidence = scrub_obj(build_verdict_json(ctx, verdict, CHECKS, results, files))
     verdict_path = run_dir / rf.VERDICT_FILE
@@ -92,13 +97,29 @@ def analyze(run_dir: Path, plots: bool = True) -> AnalysisResult:
     report_path = run_dir / rf.REPORT_FILE
     display = _display_path(run_dir)
     report_path.write_text(render_report(evidence, data.meta, data.scenario_text, [p.name for p in pictures],
-                                         display))
+                                         display, chart=chart))
     lap("write")
     timings["total"] = round(sum(timings.values()), 4)
     return AnalysisResult(run_dir=run_dir, verdict=verdict.verdict, reasons=verdict.reasons,
                           expected=verdict.expected, exit_code=verdict.exit_code, evidence=evidence,
                           summary=Summary.from_verdict(evidence), verdict_path=verdict_path,
                           report_path=report_path, pictures=pictures, timings=timings)
+
+
+def _mermaid_chart(ctx: Context, results: Results, pictures: list[str]) -> list[str] | None:
+    """report.md's Mermaid version of the headline chart (harness/analyze/mermaid.py); None when there is none.
+    A chart that fails is a warning: the verdict and the rest of the report stand."""
+    from harness.analyze.checks.inflation import Inflation, InflationResult
+    from harness.analyze.mermaid import inflation_chart
+
+    infl = results.get(Inflation.name)
+    if infl is None or not isinstance(infl.data, InflationResult):
+        return None
+    try:
+        return inflation_chart(infl.data.rounds, picture=Inflation.picture if Inflation.picture in pictures else None)
+    except Exception as exc:  # noqa: BLE001 — like a picture: never loses the verdict
+        ctx.warnings.append(f"Mermaid chart not drawn ({type(exc).__name__}: {exc})")
+        return None
 
 
 def analyze_cli(run_dir: Path, console: Console) -> int:

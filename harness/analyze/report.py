@@ -103,9 +103,13 @@ def evidence_rows(vj: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def render_report(vj: dict[str, Any], meta: dict[str, Any], scenario_yaml: str, pictures: list[str],
-                  run_dir_display: str) -> str:
+                  run_dir_display: str, chart: list[str] | None = None) -> str:
+    """`chart`: the headline chart as a Mermaid block + caption (harness/analyze/mermaid.py), shown before the
+    PNGs: GitHub renders it in a comment pasted as-is, where the PNGs' relative links show nothing."""
     title = f"# Phantom budget: {vj['verdict']} — LiteLLM {vj['litellm_version']}, scenario `{vj['scenario']}`"
     out = [title, "", summary_paragraph(vj, meta), ""]
+    if chart:
+        out += [*chart, ""]
     from harness.analyze.checks import CHECKS
 
     alt = {c.picture: c.picture_alt for c in CHECKS if c.picture}

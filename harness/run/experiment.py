@@ -38,7 +38,7 @@ from harness.errors import HarnessError, Interrupted
 from harness.litellm import versions
 from harness.paths import results_dir
 from harness.run.context import Clock, RunContext
-from harness.run.progress import progress_table
+from harness.run.progress import PlainProgress, progress_line, progress_table
 from harness.run.runfolder import META_FILE, SCENARIO_FILE, MetaWriter, new_run_id
 from harness.run.stages import Stage, default_stages, load_where
 from harness.scenario.model import Scenario, load_scenario
@@ -291,22 +291,41 @@ def _describe(exc: BaseException) -> str:
 
 
 def _wait_while_busy(ctx: RunContext, stages: Sequence[Stage]) -> None:
-    """Poll the stages until none is busy, showing the live table (redrawn in a terminal; in a log, once)."""
+    """Poll the stages until none is busy, showing the progress: the live table in a terminal; in a log (not a
+    terminal: CI), a plain line every few seconds and one with the final figures (harness/run/progress.py)."""
     planned = ctx.scenario.load.planned_duration_s
 
-    def table() -> Any:
+    def figures() -> tuple[float, dict[str, Any]]:
         stats: dict[str, Any] = {}
         for stage in stages:
             stats.update(stage.progress())
         now = ctx.clock.time()
-        return progress_table(ctx.scenario, "load", now - (ctx.t_load_start or now), planned, stats)
+        return now - (ctx.t_load_start or now), stats
 
-    try:
-        with Live(table(), console=ctx.console, refresh_per_second=2, transient=False) as display:
-            while any([stage.busy(ctx) for stage in stages]):   # every stage polled (a list, not a generator)
-                display.update(table())
-                ctx.clock.sleep(POLL_S)
+    def busy() -> bool:
+        return any([stage.busy(ctx) for stage in stages])   # every stage polled (a list, not a generator)
+
+    if not ctx.console.is_terminal:
+        plain = PlainProgress(ctx.console, ctx.clock)
+
+        def line() -> str:
+            elapsed, stats = figures()
+            return progress_line(ctx.scenario, "load", elapsed, planned, stats)
+
+        plain.tick(line)
+        while busy():
+            plain.tick(line)
+            ctx.clock.sleep(POLL_S)
+        elapsed, stats = figures()
+        plain.tick(lambda: progress_line(ctx.scenario, "load ended", elapsed, planned, stats), force=True)
+        return
+
+    def table() -> Any:
+        elapsed, stats = figures()
+        return progress_table(ctx.scenario, "load", elapsed, planned, stats)
+
+    with Live(table(), console=ctx.console, refresh_per_second=2, transient=False) as display:
+        while busy():
             display.update(table())
-    finally:
-        if not ctx.console.is_terminal:
-            ctx.console.line()      # rich ends its final render without a newline when it is not a terminal
+            ctx.clock.sleep(POLL_S)
+        display.update(table())

@@ -18,6 +18,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from harness.errors import HarnessError, Interrupted
+from harness.run.progress import PlainProgress, progress_line
 from harness.stack.base import LoadRunner, Stack, master_key_file, write_master_key_file
 
 if TYPE_CHECKING:
@@ -103,8 +104,14 @@ class DrainStage(Stage):
         ctx.meta.update(status="drain")
         ctx.say(f"draining for {ctx.scenario.drain_s:.0f} s (sampling continues) …")
         drain_end = ctx.t_load_end + ctx.scenario.drain_s
+        t_load_end = ctx.t_load_end
+        # in a log (CI), a line every few seconds so a long drain does not look like a hang
+        plain = None if ctx.console.is_terminal else PlainProgress(ctx.console, ctx.clock, quiet_first=True)
         try:
             while (left := drain_end - ctx.clock.time()) > 0:
+                if plain is not None:
+                    plain.tick(lambda: progress_line(ctx.scenario, "drain", ctx.clock.time() - t_load_end,
+                                                     ctx.scenario.drain_s))
                 ctx.clock.sleep(min(0.5, left))
         except (KeyboardInterrupt, Interrupted):
             ctx.outcome = "interrupted"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from rich.console import Console
 from harness.errors import HarnessError, Interrupted
 from harness.run.context import Clock, RunContext
 from harness.run.experiment import RunOptions, run_scenario
-from harness.run.progress import progress_table
+from harness.run.progress import PlainProgress, progress_line, progress_table
 from harness.run.stages import DrainStage, Stage
 from harness.scenario.model import load_scenario
 from harness.stack.base import Stack
@@ -456,13 +457,68 @@ def test_a_line_too_long_for_the_console_is_cut_never_wrapped_mid_word() -> None
     assert lines[0].rstrip().endswith("…")
 
 
-def test_the_run_output_in_a_log_file_keeps_the_table_unwrapped(scenario_file: Path, tmp_path: Path) -> None:
-    h = Harness(tmp_path)
-    h.run(scenario_file, lambda: _stages(h.log, busy_polls=2))
+def _progress_lines(out: list[str], phase: str) -> list[tuple[float, float, int | None]]:
+    """(elapsed, planned, requests) of each plain progress line of `phase` in a log."""
+    found = []
+    for line in out:
+        m = re.fullmatch(rf"\[unit-run · LiteLLM 1\.84\.0 × 2\] {phase} (\d+) s of (\d+) s(?: · requests (\d+) · ok "
+                         r"\d+ · budget rejections \d+ · errors \d+)?", line)
+        if m:
+            found.append((float(m.group(1)), float(m.group(2)), None if m.group(3) is None else int(m.group(3))))
+    return found
+
+
+def test_in_a_log_the_run_prints_a_plain_progress_line_every_few_seconds(scenario_file: Path,
+                                                                          tmp_path: Path) -> None:
+    h = Harness(tmp_path)             # a StringIO console: not a terminal, as in CI
+    assert not h.console.is_terminal
+    h.run(scenario_file, lambda: _stages(h.log, busy_polls=25))      # 26 polls of 0.5 s on the fake clock
     out = h.buffer.getvalue().splitlines()
-    assert any(line.split()[:2] == ["requests", "30"] and "errors" in line for line in out)
-    assert all(len(line) <= 80 or line.startswith("run folder:") for line in out)
-    assert "draining for 20 s (sampling continues) …" in out          # on its own line after the table
+    # at the start, every 5 s of (fake) time while the load runs, and the final figures when it ends
+    assert _progress_lines(out, "load") == [(0, 3, 0), (5, 3, 110), (10, 3, 210)]
+    assert _progress_lines(out, "load ended") == [(12, 3, 260)]
+    # the drain says so every 5 s too (not at its start: "draining for …" just said it)
+    assert _progress_lines(out, "drain") == [(5, 20, None), (10, 20, None), (15, 20, None)]
+    drain_at = out.index("draining for 20 s (sampling continues) …")
+    assert out.index(next(line for line in out if " load ended " in line)) < drain_at
+    assert not any("\x1b[" in line for line in out)                 # no escape codes in a log
+    assert not any(re.match(r"gap\s|run\s+unit-run", line) for line in out)   # and no table at the end
+
+
+def test_in_a_terminal_the_live_table_is_drawn_not_plain_lines(scenario_file: Path, tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.console = Console(file=h.buffer, width=80, force_terminal=True)
+    h.run(scenario_file, lambda: _stages(h.log, busy_polls=25))
+    text = h.buffer.getvalue()
+    assert "budget rejections" in text and "\x1b[" in text             # the table, redrawn in place
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text).splitlines()
+    assert not _progress_lines(plain, "load") and not _progress_lines(plain, "drain")
+
+
+def test_plain_progress_prints_at_most_once_per_interval_on_the_fake_clock() -> None:
+    clock = FakeClock()
+    buf = io.StringIO()
+    progress = PlainProgress(Console(file=buf, width=40), clock, every_s=5.0)
+    printed = []
+    for i in range(40):                                  # 20 s in steps of 0.5 s
+        printed.append(progress.tick(lambda i=i: f"tick {i} " + "x" * 60))
+        clock.sleep(0.5)
+    assert [i for i, p in enumerate(printed) if p] == [0, 10, 20, 30]
+    assert progress.tick(lambda: "final", force=True)
+    lines = buf.getvalue().splitlines()
+    assert [line.split()[:2] for line in lines[:-1]] == [["tick", "0"], ["tick", "10"], ["tick", "20"], ["tick", "30"]]
+    assert lines[-1] == "final" and all(len(line) > 40 for line in lines[:-1])     # never wrapped at 40 columns
+    quiet = PlainProgress(Console(file=io.StringIO()), clock, every_s=5.0, quiet_first=True)
+    assert not quiet.tick(lambda: "now") and (clock.sleep(5.0) or quiet.tick(lambda: "later"))
+
+
+def test_the_plain_line_names_phase_clock_requests_and_rejections() -> None:
+    scenario = load_scenario(Path(__file__).parents[2] / "scenarios" / "phantom-budget.yaml")
+    line = progress_line(scenario, "load", 12.4, 45, {"requests": 1234, "ok": 1000, "budget_rejections": 200,
+                                                      "errors": 34, "max_counter_minus_db": 1234.5})
+    assert line == ("[phantom-budget · LiteLLM 1.84.0 × 4] load 12 s of 45 s · requests 1,234 · ok 1,000 · budget "
+                    "rejections 200 · errors 34 · largest counter − DB $1,234.50")
+    assert progress_line(scenario, "drain", 3, 25) == "[phantom-budget · LiteLLM 1.84.0 × 4] drain 3 s of 25 s"
 
 
 # -- the command line: exit 2, one line, nothing left behind --------------------------------------------------
