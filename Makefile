@@ -84,3 +84,23 @@ REPEAT ?= 1
 .PHONY: matrix
 matrix: setup
 	$(BIN)/harness matrix --versions $(VERSIONS) --scenario $(SCENARIO) --repeat $(REPEAT) $(if $(BASELINE),--baseline $(BASELINE),)
+
+# The release gate: the version matrix on the Compose backend against a stored baseline, with a JUnit file and
+# the JSON summary next to matrix.md (docs/release-gate.md). This is its ONE command line:
+# .github/workflows/release-gate.yml runs `make release-gate-setup` and `make release-gate` with the same
+# variables, and tests/test_release_gate.py checks that the workflow does and that the options exist.
+# `make release-gate GATE_VERSIONS=1.84.0,1.108.7 GATE_SCENARIO="a.yaml b.yaml" GATE_BASELINE=none`
+GATE_VERSIONS ?= 1.84.0,1.108.7
+GATE_SCENARIO ?= scenarios/phantom-budget.yaml
+GATE_BASELINE ?= baselines/release-gate
+GATE_STAMP := $(shell date +%Y%m%d-%H%M%S)
+GATE_OUT ?= results/release-gate-$(GATE_STAMP)
+gate_comma := ,
+gate_space := $(subst ,, )
+.PHONY: release-gate release-gate-setup
+release-gate-setup: COMPOSE_VERSIONS = $(subst $(gate_comma),$(gate_space),$(GATE_VERSIONS))
+release-gate-setup: setup-compose
+release-gate: release-gate-setup
+	@test ! -e $(GATE_OUT)/matrix.csv || { echo "release-gate: $(GATE_OUT) already holds a matrix — pass another GATE_OUT" >&2; exit 2; }
+	@mkdir -p $(GATE_OUT)
+	$(BIN)/harness matrix --backend compose --versions $(GATE_VERSIONS) $(foreach s,$(GATE_SCENARIO),--scenario $(s)) $(if $(filter-out none,$(GATE_BASELINE)),--baseline $(GATE_BASELINE),) --out $(GATE_OUT) --junit $(GATE_OUT)/junit.xml --json > $(GATE_OUT)/results.json

@@ -189,6 +189,7 @@ def matrix(
     baseline: Annotated[Path | None, typer.Option(help="a previous results/matrix-<id> to compare with")] = None,
     duration: Annotated[float | None, typer.Option(help="override the load duration (s)")] = None,
     out: Annotated[Path | None, typer.Option(help="matrix folder (default results/matrix-<id>)")] = None,
+    backend: Annotated[str | None, typer.Option(help="override each scenario's backend: local | compose")] = None,
     json_out: JsonOpt = False,
     junit: JunitOpt = None,
 ) -> None:
@@ -198,7 +199,7 @@ def matrix(
 
     results = ResultsOutput(json_out, junit)
     with results.capture():
-        res = matrix_command(versions, scenario, repeat, baseline, duration, out, console)
+        res = matrix_command(versions, scenario, repeat, baseline, duration, out, console, backend)
     results.emit(cells_results("matrix", res.results, res.exit_code, str(res.out_dir.absolute())))
     raise typer.Exit(res.exit_code)
 

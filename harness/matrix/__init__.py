@@ -1,6 +1,6 @@
 """Regression benchmark: version matrix (release gate), comparison with a baseline, bisection.
 
-    harness matrix --versions 1.83.14,1.84.0,1.108.7 [--scenario S …] [--repeat N] [--baseline DIR]
+    harness matrix --versions 1.83.14,1.84.0,1.108.7 [--scenario S …] [--repeat N] [--baseline DIR] [--backend B]
     harness bisect --scenario S --good V1 --bad V2
 
 Modules: execute (CellResult, the Runner protocol, RealRunner; a cell's numbers come from the run's
@@ -28,8 +28,10 @@ DEFAULT_SCENARIO = Path("scenarios/phantom-budget.yaml")
 
 
 def matrix_command(versions: str, scenarios: list[Path] | None, repeat: int, baseline: Path | None,
-                   duration: float | None, out: Path | None, console: Console) -> MatrixResult:
-    """`harness matrix`: the result's exit_code is the release gate's (harness.matrix.matrix.run_matrix)."""
+                   duration: float | None, out: Path | None, console: Console,
+                   backend: str | None = None) -> MatrixResult:
+    """`harness matrix`: the result's exit_code is the release gate's (harness.matrix.matrix.run_matrix).
+    `backend`: every cell on that backend (`--backend compose`: the release gate in CI), else each scenario's."""
     from harness.matrix.execute import RealRunner
     from harness.matrix.matrix import command_line, new_matrix_dir, parse_versions, run_matrix
     from harness.paths import results_dir
@@ -37,7 +39,8 @@ def matrix_command(versions: str, scenarios: list[Path] | None, repeat: int, bas
     if repeat < 1:
         raise HarnessError("--repeat must be at least 1", "pass --repeat 1 or more")
     out_dir = out or new_matrix_dir(results_dir())
-    return run_matrix(scenarios or [DEFAULT_SCENARIO], parse_versions(versions), RealRunner(console, duration),
+    return run_matrix(scenarios or [DEFAULT_SCENARIO], parse_versions(versions),
+                      RealRunner(console, duration, backend=backend),
                       out_dir, console, repeat=repeat, baseline=baseline, duration=duration,
                       command=command_line(sys.argv[1:]))
 

@@ -105,10 +105,12 @@ class Runner(Protocol):
 class RealRunner:
     """The real thing: env (cached), `run_scenario` (stack up → load → drain → stack down → analysis)."""
 
-    def __init__(self, console: Console, duration: float | None = None, retry_errors: int = 1) -> None:
+    def __init__(self, console: Console, duration: float | None = None, retry_errors: int = 1,
+                 backend: str | None = None) -> None:
         self.console = console
         self.duration = duration
         self.retry_errors = retry_errors    # a stack that did not come up (port race, slow start) is retried
+        self.backend = backend              # None: each scenario's own
 
     def __call__(self, scenario_path: Path, version: str, out_dir: Path) -> CellResult:
         from harness.litellm import env as litellm_env
@@ -119,7 +121,7 @@ class RealRunner:
         t0 = time.monotonic()
         name = load_scenario(scenario_path).name
         cell = CellResult(scenario=name, version=version, run_dir=str(out_dir))
-        opts = RunOptions(litellm=version, out=out_dir, duration=self.duration)
+        opts = RunOptions(litellm=version, out=out_dir, duration=self.duration, backend=self.backend)
         try:
             versions.resolve(version)
         except HarnessError as exc:
@@ -130,7 +132,8 @@ class RealRunner:
             return _done(cell, t0, status=UNSUPPORTED, reason=exc.problem)
         cell.expected = scenario.expectation_for(version)
         try:
-            litellm_env.ensure(version, console=self.console)
+            if scenario.backend == "local":     # a local environment; Compose runs the version's image
+                litellm_env.ensure(version, console=self.console)
         except HarnessError as exc:
             return _done(cell, t0, status=UNINSTALLABLE, reason=exc.problem)
         cell.env_s = round(time.monotonic() - t0, 1)
