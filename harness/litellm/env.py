@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from harness.errors import HarnessError
-from harness.litellm.versions import PRISMA_VERSION, resolve
+from harness.litellm.versions import PRISMA_VERSION, install_hint, resolve
 from harness.paths import cache_dir, engine_dir
 from harness.util.fsutil import atomic_write_text
 
@@ -312,7 +312,8 @@ class _Builder:
             self._write_marker(time.monotonic() - total_start)
         except _StepFailed as exc:
             self._discard()
-            raise HarnessError(exc.describe(env.version), f"full log: {self.log_path}") from None
+            hint = install_hint(env.version) if exc.step == "uv pip install" else None
+            raise HarnessError(exc.describe(env.version, hint), f"full log: {self.log_path}") from None
         except BaseException:
             self._discard()
             raise
@@ -427,29 +428,37 @@ class _StepFailed(Exception):
         lines = [ln for ln in lines if ln]
         if self.step == "uv pip install":
             # uv: "× No solution found when resolving dependencies:" then "╰─▶ Because …" wrapped over
-            # several indented lines.
+            # several indented lines: the resolver's own sentence, whole.
             for i, ln in enumerate(lines):
                 if ln.startswith("Because"):
                     paragraph = [ln]
                     for more in lines[i + 1:]:
-                        if more.startswith(("Because", "hint:", "And because")) or more.endswith(":"):
+                        if paragraph[-1].endswith(".") or more.startswith(("Because", "hint:", "And because")) \
+                                or more.endswith(":"):
                             break
                         paragraph.append(more)
-                        if more.endswith("."):
-                            break
-                    return "no solution: " + " ".join(" ".join(paragraph).split())
+                    return "uv found no solution: " + " ".join(" ".join(paragraph).split())
             errors = [ln for ln in lines if ln.lower().startswith(("error", "failed", "caused by"))]
             if errors:
-                return " ".join(errors[-1].split())
+                return "uv: " + " ".join(errors[-1].split())
         return " ".join(lines[-1].split()) if lines else "no output"
 
-    def describe(self, version: str) -> str:
-        text = self.reason()
-        if len(text) > 400:
-            text = text[:397] + "..."
+    def describe(self, version: str, hint: str | None = None) -> str:
+        """One line: what failed and why (the tool's own words, trimmed), then `hint` when there is one."""
+        text = _trim(self.reason(), 400)
         if self.step == "uv pip install":
-            return f"LiteLLM {version} cannot be installed (uv could not resolve or install it): {text}"
-        return f"LiteLLM {version}: {self.step} failed: {text}"
+            line = f"LiteLLM {version} cannot be installed: {text}"
+        else:
+            line = f"LiteLLM {version}: {self.step} failed: {text}"
+        return f"{line} (known: {hint})" if hint else line
+
+
+def _trim(text: str, limit: int) -> str:
+    """`text` cut at a word boundary to at most `limit` characters, "…" marking the cut."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit - 1].rsplit(" ", 1)[0] if " " in text[:limit - 1] else text[:limit - 1]
+    return cut.rstrip(" ,;") + "…"
 
 
 # -- schema ----------------------------------------------------------------------------------------

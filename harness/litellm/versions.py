@@ -18,14 +18,14 @@ DEFAULT_VERSION = "1.84.0"
 # Prisma Client Python release that works with LiteLLM 1.83 – 1.108 (0.15.0 breaks 1.108.7).
 PRISMA_VERSION = "0.11.0"
 
-# Releases that cannot be installed from the package index, and why.
-UNINSTALLABLE: dict[str, str] = {
-    "1.104.9": "it pins a litellm-proxy-extras release the package index lacks",
+# Install failures seen on some package indexes, and why. Only a hint added to the resolver's own reason when an
+# install actually fails: another index (a maintainer's PyPI) may well install them.
+KNOWN_INSTALL_PROBLEMS: dict[str, str] = {
+    "1.104.9": "it pins a litellm-proxy-extras release some indexes lack",
 }
-UNINSTALLABLE_PREFIXES: dict[str, str] = {
-    "1.107.": "the 1.107.x releases were pulled from the index (compromised release)",
+KNOWN_INSTALL_PROBLEM_PREFIXES: dict[str, str] = {
+    "1.107.": "the 1.107.x releases were pulled from PyPI (compromised release)",
 }
-NEWEST_INSTALLABLE = Version("1.108.7")
 
 # Extra pins some releases need next to them to import at all.
 EXTRA_PINS: dict[str, list[str]] = {
@@ -61,8 +61,19 @@ class LiteLLMVersion:
         return [f"litellm[proxy]=={self.version}", f"prisma=={PRISMA_VERSION}", *self.extra_pins]
 
 
+def install_hint(version: str) -> str | None:
+    """What is known about `version` failing to install somewhere, or None."""
+    if version in KNOWN_INSTALL_PROBLEMS:
+        return KNOWN_INSTALL_PROBLEMS[version]
+    for prefix, why in KNOWN_INSTALL_PROBLEM_PREFIXES.items():
+        if version.startswith(prefix):
+            return why
+    return None
+
+
 def resolve(version: str) -> LiteLLMVersion:
-    """Validate a version string; unknown or uninstallable versions raise one clear HarnessError."""
+    """Validate a version string's syntax (one clear HarnessError otherwise). Whether the package index can
+    install it is found out by installing it (`harness.litellm.env.ensure`), not decided here."""
     text = version.strip()
     try:
         parsed = Version(text)
@@ -76,18 +87,7 @@ def resolve(version: str) -> LiteLLMVersion:
             f"'{version}' is not an exact LiteLLM release",
             f"pin an exact X.Y.Z release such as {DEFAULT_VERSION}",
         )
-    if text in UNINSTALLABLE:
-        raise HarnessError(f"LiteLLM {text} cannot be installed: {UNINSTALLABLE[text]}",
-                           f"pick another release (supported: {', '.join(SUPPORTED)})")
-    for prefix, why in UNINSTALLABLE_PREFIXES.items():
-        if text.startswith(prefix):
-            raise HarnessError(f"LiteLLM {text} cannot be installed: {why}",
-                               f"pick another release (supported: {', '.join(SUPPORTED)})")
     if parsed < Version("1.83.0"):
         raise HarnessError(f"LiteLLM {text} is older than the harness can drive",
                            "use 1.83.0 or newer")
-    if parsed > NEWEST_INSTALLABLE:
-        raise HarnessError(
-            f"LiteLLM {text} is newer than {NEWEST_INSTALLABLE}, the newest release installable with the "
-            "proxy extra here", f"use {NEWEST_INSTALLABLE} or older")
     return LiteLLMVersion(text, list(EXTRA_PINS.get(text, [])))

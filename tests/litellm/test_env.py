@@ -35,18 +35,82 @@ def fake_ready(version: str, engine: str = "standin") -> litellm_env.LiteLLMEnv:
     return env
 
 
-@pytest.mark.parametrize("version,words", [("1.104.9", ["1.104.9", "cannot be installed"]),
-                                           ("1.107.1", ["1.107.1", "pulled"]),
-                                           ("banana", ["not a LiteLLM version"]),
-                                           ("1.200.0", ["newer"])])
-def test_unknown_or_uninstallable_versions_fail_in_one_line(cache: Path, version: str, words: list[str]) -> None:
+@pytest.mark.parametrize("version,words", [("banana", ["not a LiteLLM version"]),
+                                           ("1.84", ["not an exact LiteLLM release"]),
+                                           ("1.50.0", ["1.50.0", "older than"])])
+def test_malformed_versions_fail_in_one_line_before_any_build(cache: Path, tmp_path: Path, version: str,
+                                                              words: list[str],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    called = tmp_path / "uv-was-called"
+    fake_uv = tmp_path / "uv"
+    fake_uv.write_text(f"#!/bin/sh\ntouch {called}\nexit 1\n")
+    fake_uv.chmod(0o755)
+    monkeypatch.setattr(litellm_env._Builder, "_uv", lambda self: str(fake_uv))
     with pytest.raises(HarnessError) as info:
         litellm_env.ensure(version)
     line = info.value.line()
     assert "\n" not in line
     for word in words:
         assert word in line
+    assert info.value.exit_code == 2
+    assert not called.exists(), "a malformed version reached uv"
     assert not (cache / "litellm" / version).exists()
+
+
+def _resolver_uv(tmp_path: Path, *resolver_lines: str) -> Path:
+    """A fake uv: `uv venv` makes an empty venv; `uv pip install` prints uv's resolver error and exits 1."""
+    fake_uv = tmp_path / "uv"
+    echoes = "".join(f"echo '{ln}'\n" for ln in resolver_lines)
+    fake_uv.write_text(
+        "#!/bin/bash\n"
+        'if [[ "$1" == venv ]]; then for a; do last="$a"; done; '
+        'mkdir -p "$last/bin" "$last/lib/python3.11/site-packages"; touch "$last/bin/python"; exit 0; fi\n'
+        + echoes + "exit 1\n")
+    fake_uv.chmod(0o755)
+    return fake_uv
+
+
+@pytest.mark.parametrize("version,hint", [("9.9.9", None), ("1.110.0", None),
+                                          ("1.104.9", "litellm-proxy-extras"), ("1.107.1", "pulled")])
+def test_any_release_is_tried_and_a_failed_install_is_the_resolvers_sentence_plus_the_known_hint(
+        cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: str, hint: str | None) -> None:
+    fake_uv = _resolver_uv(
+        tmp_path,
+        "  × No solution found when resolving dependencies:",
+        f"  ╰─▶ Because there is no version of litellm[proxy]=={version} and you require",
+        f"      litellm[proxy]=={version}, we can conclude that your requirements are unsatisfiable.",
+        "",
+        "      hint: litellm[proxy] was requested with a pre-release marker")
+    monkeypatch.setattr(litellm_env._Builder, "_uv", lambda self: str(fake_uv))
+    with pytest.raises(HarnessError) as info:
+        litellm_env.ensure(version)
+    line = info.value.line()
+    assert "\n" not in line
+    assert info.value.exit_code == 2
+    assert info.value.problem.startswith(
+        f"LiteLLM {version} cannot be installed: uv found no solution: Because there is no version of "
+        f"litellm[proxy]=={version} and you require litellm[proxy]=={version}, we can conclude that your "
+        "requirements are unsatisfiable.")
+    assert "pre-release" not in line          # uv's hint is not the reason
+    if hint is None:
+        assert "known:" not in line
+    else:
+        assert "(known: " in info.value.problem and hint in info.value.problem
+    assert "newer than" not in line
+    assert not (cache / "litellm" / version).exists()
+
+
+def test_a_long_resolver_reason_is_trimmed_at_a_word(cache: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    words = " ".join(f"pkg{i}==1.0" for i in range(200))
+    fake_uv = _resolver_uv(tmp_path, "  × No solution found when resolving dependencies:",
+                           f"  ╰─▶ Because {words} are unavailable, we can conclude that it fails.")
+    monkeypatch.setattr(litellm_env._Builder, "_uv", lambda self: str(fake_uv))
+    with pytest.raises(HarnessError) as info:
+        litellm_env.ensure("1.84.0")
+    reason = info.value.problem.split("uv found no solution: ", 1)[1]
+    assert reason.endswith("…") and len(reason) <= 400
+    assert reason[:-1].split()[-1].startswith("pkg") and reason[:-1].endswith("==1.0")
 
 
 def test_failed_install_names_version_and_reason_and_leaves_no_env(cache: Path, tmp_path: Path,

@@ -169,12 +169,14 @@ def test_final_releases_from_the_index() -> None:
                         "1.110.2"]
 
 
-def test_between_excludes_what_the_harness_cannot_run() -> None:
+def test_between_keeps_every_release_the_index_lists_installable_or_not() -> None:
+    """Known install problems are no wall: a release that cannot install is probed and marked uninstallable."""
     releases = pypi.final_releases(CANNED)
     inside, excluded = pypi.between(releases, "1.108.7", "1.84.0", pypi.harness_accepts)   # either order
-    assert inside == ["1.85.3", "1.100.0"]
-    assert set(excluded) == {"1.104.9", "1.107.1"}
-    assert "cannot be installed" in excluded["1.104.9"] and "pulled" in excluded["1.107.1"]
+    assert inside == ["1.85.3", "1.100.0", "1.104.9", "1.107.1"]
+    assert excluded == {}
+    inside, excluded = pypi.between(releases, "1.108.7", "1.9.0", pypi.harness_accepts)
+    assert "1.10.0" in excluded and "older than" in excluded["1.10.0"] and "1.10.0" not in inside
 
 
 def test_fetch_index_failure_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -204,19 +206,21 @@ def _fake_real_runs(monkeypatch: pytest.MonkeyPatch, probe: Probe) -> Console:
 def test_bisect_command_writes_md_and_csv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from harness.matrix import bisect_command
 
-    probe = Probe(fixed_in="1.100.0")
+    probe = Probe(fixed_in="1.107.1", broken={"1.104.9": UNINSTALLABLE})   # the index cannot install 1.104.9
 
     console = _fake_real_runs(monkeypatch, probe)
     code = bisect_command(SEED, good="1.108.7", bad="1.84.0", duration=None, check_ends=False,
                           out=tmp_path / "b", console=console)
-    assert code == 0
-    assert probe.order == ["1.85.3", "1.100.0"]    # line 1.84.0 | 1.85.3 1.100.0 | 1.108.7: mid 1, then 2
+    # line 1.84.0 | 1.85.3 1.100.0 1.104.9 1.107.1 | 1.108.7: mid 1.100.0 (reproduced), then 1.104.9 — probed, not
+    # excluded up front — is uninstallable, so its neighbour 1.107.1 is tried
+    assert probe.order == ["1.100.0", "1.104.9", "1.107.1"]
+    assert code == 1                                 # 1.104.9 could not be decided: not exact
     md = (tmp_path / "b" / "bisect.md").read_text()
-    assert "first fixed (NOT REPRODUCED) release: 1.100.0" in md
-    assert "[phantom-budget-1.100.0](runs/phantom-budget-1.100.0/report.md)" in md
-    assert "1.104.9: LiteLLM 1.104.9 cannot be installed" in md
+    assert "first fixed (NOT REPRODUCED) release is one of 1.104.9, 1.107.1" in md
+    assert "[phantom-budget-1.107.1](runs/phantom-budget-1.107.1/report.md)" in md
+    assert "| 2 | 1.104.9 | 1.100.0 … 1.108.7 | uninstallable |" in md and "uv could not resolve it" in md
     rows = (tmp_path / "b" / "bisect.csv").read_text().splitlines()
-    assert rows[0].startswith("step,version,range_before") and len(rows) == 3
+    assert rows[0].startswith("step,version,range_before") and len(rows) == 4
 
 
 def test_weak_evidence_threshold() -> None:
@@ -253,7 +257,7 @@ def test_resume_reuses_decided_probes(tmp_path: Path, monkeypatch: pytest.Monkey
 
     console = _fake_real_runs(monkeypatch, probe)
     assert bisect_command(SEED, "1.108.7", "1.84.0", None, False, tmp_path / "b1", console) == 1   # 1.85.3 broke
-    assert probe.order == ["1.85.3", "1.100.0"]
+    assert probe.order == ["1.100.0", "1.85.3"]
     probe.order.clear()
     probe.broken = {}
     code = bisect_command(SEED, "1.108.7", "1.84.0", None, False, tmp_path / "b2", console, resume=tmp_path / "b1")

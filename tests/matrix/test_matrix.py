@@ -252,6 +252,31 @@ def test_read_run_folder(tmp_path: Path) -> None:
     assert latency_percentiles(tmp_path / "missing.csv") == (None, None)
 
 
+def test_real_runner_marks_a_release_the_index_cannot_install_uninstallable_with_uvs_reason(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No wall before the install: the real ensure() runs uv (a fake here) and its resolver sentence is the reason."""
+    from harness.litellm import env as litellm_env
+
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("HARNESS_PRISMA_ENGINE", raising=False)
+    fake_uv = tmp_path / "uv"
+    fake_uv.write_text(
+        "#!/bin/bash\n"
+        'if [[ "$1" == venv ]]; then for a; do last="$a"; done; '
+        'mkdir -p "$last/bin" "$last/lib/python3.11/site-packages"; touch "$last/bin/python"; exit 0; fi\n'
+        "echo '  × No solution found when resolving dependencies:'\n"
+        "echo '  ╰─▶ Because there is no version of litellm[proxy]==9.9.9 and you require litellm[proxy]==9.9.9,'\n"
+        "echo '      we can conclude that your requirements are unsatisfiable.'\n"
+        "exit 1\n")
+    fake_uv.chmod(0o755)
+    monkeypatch.setattr(litellm_env._Builder, "_uv", lambda self: str(fake_uv))
+    cell = RealRunner(quiet(), retry_errors=0)(SEED, "9.9.9", tmp_path / "run")
+    assert cell.status == UNINSTALLABLE and cell.matches is None
+    assert cell.reason.startswith("LiteLLM 9.9.9 cannot be installed: uv found no solution: Because there is no "
+                                  "version of litellm[proxy]==9.9.9")
+    assert "\n" not in cell.reason
+
+
 def test_real_runner_uninstallable_unsupported_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from harness.litellm import env as litellm_env
     from harness.run import experiment as harness_runner
@@ -267,8 +292,8 @@ def test_real_runner_uninstallable_unsupported_and_errors(tmp_path: Path, monkey
         return 0
 
     real = RealRunner(quiet(), retry_errors=0)
-    cell = real(SEED, "1.104.9", tmp_path / "a")          # resolve() rejects it: no build attempted
-    assert cell.status == UNINSTALLABLE and "cannot be installed" in cell.reason
+    cell = real(SEED, "1.50.0", tmp_path / "a")           # resolve() rejects it: no build attempted
+    assert cell.status == UNINSTALLABLE and "older than" in cell.reason
     off = tmp_path / "off.yaml"
     off.write_text(f"extends: {SEED}\nname: switched-off\nexpect: clean\nlitellm_settings: "
                    "{disable_budget_reservation: true}\n")
