@@ -21,7 +21,7 @@ app.add_typer(images_app, name="images")
 
 console = Console(stderr=True)
 
-# --json / --junit of run, analyze, matrix, catalog (harness/results_io/; schema in docs/results-schema.json)
+# --json / --junit of run, analyze, matrix, catalog, bisect (harness/results_io/; schema in docs/results-schema.json)
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON summary object on stdout at the end "
                                                       "(everything else goes to stderr); docs/machine-readable.md")]
 JunitOpt = Annotated[Path | None, typer.Option("--junit", help="write a JUnit XML file: one test case per run, "
@@ -215,12 +215,19 @@ def bisect(
     min_phantoms: Annotated[int, typer.Option(help="REPRODUCED counts only with this many phantoms …")] = 0,
     min_leaked: Annotated[float, typer.Option(help="… or this much leaked $; weaker evidence counts as clean")] = 0.0,
     resume: Annotated[Path | None, typer.Option(help="reuse the probes of an earlier results/bisect-<id>")] = None,
+    json_out: JsonOpt = False,
+    junit: JunitOpt = None,
 ) -> None:
     """First released version where the outcome changes (first bad, or first fixed when bad is older)."""
-    from harness.matrix import bisect_command
+    from harness.matrix import run_bisect
+    from harness.results_io import ResultsOutput, bisect_results
 
-    raise typer.Exit(bisect_command(scenario, good, bad, duration, check_ends, out, console, min_phantoms,
-                                    min_leaked, resume))
+    results = ResultsOutput(json_out, junit)
+    with results.capture():
+        res, out_dir = run_bisect(scenario, good, bad, duration, check_ends, out, console, min_phantoms,
+                                  min_leaked, resume)
+    results.emit(bisect_results(res, res.exit_code, str(out_dir.absolute())))
+    raise typer.Exit(res.exit_code)
 
 
 @app.command()

@@ -22,6 +22,7 @@ from rich.markup import escape
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
+    from harness.matrix.bisect import BisectResult
     from harness.matrix.matrix import MatrixResult
 
 DEFAULT_SCENARIO = Path("scenarios/phantom-budget.yaml")
@@ -48,6 +49,15 @@ def matrix_command(versions: str, scenarios: list[Path] | None, repeat: int, bas
 def bisect_command(scenario: Path, good: str, bad: str, duration: float | None, check_ends: bool,
                    out: Path | None, console: Console, min_phantoms: int = 0, min_leaked: float = 0.0,
                    resume: Path | None = None) -> int:
+    """`harness bisect`: its exit code (0 an exact answer, 1 none or several candidates)."""
+    res, _ = run_bisect(scenario, good, bad, duration, check_ends, out, console, min_phantoms, min_leaked, resume)
+    return res.exit_code
+
+
+def run_bisect(scenario: Path, good: str, bad: str, duration: float | None, check_ends: bool,
+               out: Path | None, console: Console, min_phantoms: int = 0, min_leaked: float = 0.0,
+               resume: Path | None = None) -> tuple[BisectResult, Path]:
+    """The bisection itself: its result and its folder (bisect.md, bisect.csv, runs/)."""
     from harness.litellm.versions import resolve
     from harness.matrix import bisect as bs
     from harness.matrix import pypi
@@ -100,4 +110,4 @@ def bisect_command(scenario: Path, good: str, bad: str, duration: float | None, 
     color = "green" if res.exact else "yellow"
     console.print(f"[bold {color}]{escape(res.headline())}[/]  ({len(res.probes)} probe(s), "
                   f"{(time.time() - started) / 60:.1f} min; {out_dir / 'bisect.md'})")
-    return res.exit_code
+    return res, out_dir

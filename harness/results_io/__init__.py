@@ -1,4 +1,4 @@
-"""Machine-readable results of `harness run|analyze|matrix|catalog`: `--json` and `--junit FILE`.
+"""Machine-readable results of `harness run|analyze|matrix|catalog|bisect`: `--json` and `--junit FILE`.
 
     out = ResultsOutput(json=True, junit=Path("out.xml"))   # HarnessError for an unwritable --junit, up front
     with out.capture():                                     # --json: everything else goes to stderr
@@ -26,14 +26,16 @@ from harness.errors import HarnessError
 from harness.results_io import junit
 from harness.results_io.models import (
     RESULTS_SCHEMA,
+    BisectResults,
     CellsResults,
     RunResults,
+    bisect_results,
     cells_results,
     run_gate,
     verdict_line,
 )
 
-__all__ = ["RESULTS_SCHEMA", "ResultsOutput", "cells_results", "check_junit_path", "run_results"]
+__all__ = ["RESULTS_SCHEMA", "ResultsOutput", "bisect_results", "cells_results", "check_junit_path", "run_results"]
 
 
 def check_junit_path(path: Path) -> Path:
@@ -108,7 +110,7 @@ class ResultsOutput:
             finally:
                 sys.stdout.flush()      # (the redirected stderr) before anyone reads it
 
-    def emit(self, doc: RunResults | CellsResults) -> None:
+    def emit(self, doc: RunResults | CellsResults | BisectResults) -> None:
         """The JUnit file, then (with --json) the one JSON object on stdout."""
         if self.junit is not None:
             try:

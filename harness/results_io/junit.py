@@ -1,4 +1,5 @@
-"""JUnit XML (`--junit FILE`): one <testcase> per run (run, analyze) or per run of a cell (matrix, catalog).
+"""JUnit XML (`--junit FILE`): one <testcase> per run (run, analyze), per run of a cell (matrix, catalog) or
+per probe (bisect: name = "<version> (step k)").
 
 classname = the scenario, name = the LiteLLM version (matrix / catalog; ` r<k>` added for repeats) or the run id
 (run, analyze). The case's gate (harness/results_io/models.py) decides its child:
@@ -16,7 +17,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.results_io.models import CellsResults, Gate, RunResults
+from harness.results_io.models import BisectResults, CellsResults, Gate, RunResults
 from harness.util.fsutil import atomic_write_text
 
 
@@ -40,7 +41,12 @@ def _clean(text: str) -> str:
     return _NOT_XML.sub("\ufffd", text)
 
 
-def cases_of(doc: RunResults | CellsResults) -> list[Case]:
+def cases_of(doc: RunResults | CellsResults | BisectResults) -> list[Case]:
+    if isinstance(doc, BisectResults):      # one case per probe; the answer is the JSON's / bisect.md's
+        return [Case(classname=doc.scenario, name=f"{p.version} (step {p.step})", gate=p.gate,
+                     message=(f"{p.status}: {p.reason}" if p.status != "ok" else f"{p.verdict or 'no verdict'}: "
+                              f"{p.decision}"), text=p.reason, seconds=p.wall_s or 0.0, run_dir=p.run_dir)
+                for p in doc.probes]
     if isinstance(doc, RunResults):
         s = doc.summary
         return [Case(classname=(s.scenario if s and s.scenario else "run"), name=Path(doc.run_dir).name,
@@ -53,7 +59,7 @@ def cases_of(doc: RunResults | CellsResults) -> list[Case]:
             for c in doc.cells]
 
 
-def render(doc: RunResults | CellsResults) -> str:
+def render(doc: RunResults | CellsResults | BisectResults) -> str:
     cases = cases_of(doc)
     counts = {g: sum(c.gate == g for c in cases) for g in ("failed", "error", "skipped")}
     suite_name = f"harness {doc.command}"
@@ -75,5 +81,5 @@ def render(doc: RunResults | CellsResults) -> str:
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
-def write(doc: RunResults | CellsResults, path: Path) -> None:
+def write(doc: RunResults | CellsResults | BisectResults, path: Path) -> None:
     atomic_write_text(path, render(doc))

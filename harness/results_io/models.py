@@ -1,9 +1,10 @@
 """The machine-readable results (`--json`): pydantic models, defined here once; docs/results-schema.json is
 generated from them (`python -m harness.results_io`) and a test keeps the committed file equal to it.
 
-One document per command: `RunResults` (run, analyze: one run folder) or `CellsResults` (matrix, catalog: one
-entry per run of a cell). Both carry `schema` (RESULTS_SCHEMA, bumped when a field changes meaning or goes
-away; new fields may appear without a bump) and `command`, which tells them apart.
+One document per command: `RunResults` (run, analyze: one run folder), `CellsResults` (matrix, catalog: one
+entry per run of a cell) or `BisectResults` (bisect: the probes and the answer). All carry `schema`
+(RESULTS_SCHEMA, bumped when a field changes meaning or goes away; new fields may appear without a bump) and
+`command`, which tells them apart.
 
 Each run / cell also has a `gate` — passed | failed | error | skipped — the one classification the JSON counts,
 the JUnit file (harness/results_io/junit.py) and the exit code agree on:
@@ -25,6 +26,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, RootModel
 
 from harness.analyze.summary import Summary
+from harness.matrix.bisect import BisectResult
 from harness.matrix.execute import ERROR, OK, UNINSTALLABLE, UNSUPPORTED, CellResult
 
 RESULTS_SCHEMA = 1
@@ -151,8 +153,53 @@ class CellsResults(_Doc):
     cells: list[CellEntry] = Field(description="One entry per run (per repeat), in the order they ran.")
 
 
-class Results(RootModel[Annotated[RunResults | CellsResults, Field(discriminator="command")]]):
-    """What `harness run|analyze|matrix|catalog --json` prints: exactly one JSON object on stdout."""
+class BisectProbe(BaseModel):
+    """One version `harness bisect` ran (harness/matrix/bisect.py Probe), in the order it ran."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_serialization_defaults_required=True)
+
+    step: int = Field(description="1-based; end checks (--check-ends) come first.")
+    version: str = Field(description="LiteLLM version probed (JUnit name).")
+    status: str = Field(description="ok | uninstallable | unsupported | error: did the run happen.")
+    verdict: str | None = Field(description="REPRODUCED | NOT REPRODUCED | INCONCLUSIVE; null if no run.")
+    outcome: str | None = Field(description="reproduced | clean as the search counted it (after --min-phantoms / "
+                                            "--min-leaked); null: the probe decided nothing and was skipped.")
+    gate: Gate = Field(description="passed: the probe decided its side; skipped: uninstallable / unsupported; "
+                                   "error: the stack broke; failed: ran but decided nothing (INCONCLUSIVE).")
+    range_before: str = Field(description="The (lo..hi) range when the version was chosen.")
+    decision: str = Field(description="What the search did with the probe, e.g. \"first change is after 1.90.0\".")
+    phantoms: int | None = Field(description="Phantom budget rejections.")
+    leaked_usd: float | None = Field(description="Leaked reservations on the counters after the drain.")
+    wall_s: float | None = Field(description="The whole probe (s).")
+    run_dir: str = Field(description="The probe's run folder, relative to the bisect folder.")
+    reason: str = Field(description="Why the probe decided nothing (uv's resolver reason, the stack error), else \"\".")
+
+
+class BisectResults(_Doc):
+    """`harness bisect --json`: the probes, in the order they ran, and the answer."""
+
+    command: Literal["bisect"] = Field(description="The harness command that wrote this document.")
+    out_dir: str = Field(description="The bisect folder (bisect.md, bisect.csv, runs/).")
+    scenario: str = Field(description="Scenario name.")
+    good: str = Field(description="--good: a version where the scenario is clean.")
+    bad: str = Field(description="--bad: a version where it reproduces.")
+    direction: Literal["first bad", "first fixed"] = Field(
+        description="first bad (good older than bad) or first fixed (bad older than good).")
+    first: str | None = Field(description="The first version with the newer end's outcome (the first bad or the "
+                                          "first fixed release); null when an end did not show its outcome. When "
+                                          "`exact` is false it is the last of `candidates`.")
+    last_before: str | None = Field(description="The last version known with the older end's outcome.")
+    exact: bool = Field(description="true: `first` is the answer; false: one of `candidates` is, or no answer.")
+    candidates: list[str] = Field(description="Versions the answer may be: [first] when exact, else the "
+                                              "undecided versions then `first`; [] when there is no answer.")
+    headline: str = Field(description="The answer as bisect.md states it.")
+    error: str = Field(description="Why there is no answer (an end did not show its stated outcome), else \"\".")
+    excluded: dict[str, str] = Field(description="Releases between the ends the harness did not try, and why.")
+    probes: list[BisectProbe] = Field(description="Every probe, in the order it ran.")
+
+
+class Results(RootModel[Annotated[RunResults | CellsResults | BisectResults, Field(discriminator="command")]]):
+    """What `harness run|analyze|matrix|catalog|bisect --json` prints: exactly one JSON object on stdout."""
 
 
 def cells_results(command: Literal["matrix", "catalog"], cells: list[CellResult], exit_code: int,
@@ -160,6 +207,30 @@ def cells_results(command: Literal["matrix", "catalog"], cells: list[CellResult]
     entries = [CellEntry.of(c) for c in cells]
     return CellsResults(command=command, exit_code=exit_code, out_dir=out_dir,
                         counts=Counts.of([e.gate for e in entries]), cells=entries)
+
+
+def probe_gate(status: str, outcome: str | None) -> Gate:
+    if status in (UNINSTALLABLE, UNSUPPORTED):
+        return "skipped"
+    if status == ERROR:
+        return "error"
+    return "passed" if outcome is not None else "failed"
+
+
+def bisect_results(res: BisectResult, exit_code: int, out_dir: str) -> BisectResults:
+    probes = [BisectProbe(step=p.step, version=p.version, status=p.result.status, verdict=p.result.verdict,
+                          outcome=p.outcome, gate=probe_gate(p.result.status, p.outcome),
+                          range_before=f"{p.range_before[0]}..{p.range_before[1]}", decision=p.decision,
+                          phantoms=p.result.phantoms, leaked_usd=p.result.leaked_usd, wall_s=p.result.wall_s,
+                          run_dir=p.result.run_dir, reason=p.result.reason if p.outcome is None else "")
+              for p in res.probes]
+    first = res.first
+    candidates = [] if first is None else [*res.ambiguous, first]
+    return BisectResults(command="bisect", exit_code=exit_code, out_dir=out_dir, scenario=res.scenario,
+                         good=res.good, bad=res.bad, direction=res.direction,  # type: ignore[arg-type]
+                         first=first, last_before=(res.lo or None) if first is not None else None,
+                         exact=res.exact, candidates=candidates, headline=res.headline(), error=res.error,
+                         excluded=dict(res.excluded), probes=probes)
 
 
 def run_gate(summary: Summary | None) -> Gate:

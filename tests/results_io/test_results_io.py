@@ -64,8 +64,8 @@ def test_committed_schema_is_the_generated_one() -> None:
 def test_schema_names_both_documents_and_the_version_field() -> None:
     doc = json.loads(schema_text())
     assert doc["discriminator"]["propertyName"] == "command"
-    assert set(doc["discriminator"]["mapping"]) == {"run", "analyze", "matrix", "catalog"}
-    for name in ("RunResults", "CellsResults"):
+    assert set(doc["discriminator"]["mapping"]) == {"run", "analyze", "matrix", "catalog", "bisect"}
+    for name in ("RunResults", "CellsResults", "BisectResults"):
         assert "schema" in doc["$defs"][name]["required"]
         assert doc["$defs"][name]["properties"]["schema"]["description"]
 
@@ -284,3 +284,49 @@ def test_analyze_subprocess_json_parses_and_bad_junit_is_one_line(run_copy: Path
                           str(tmp_path / "missing" / "a.xml")], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert bad.returncode == 2 and bad.stdout == ""
     assert len(bad.stderr.strip().splitlines()) == 1 and "--junit" in bad.stderr
+
+
+# -- bisect ----------------------------------------------------------------------------------------
+def test_cli_bisect_json_and_junit_name_the_probes_and_the_first_fixed_release(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.matrix.test_bisect import Probe, _fake_real_runs
+
+    probe = Probe(fixed_in="1.107.1", broken={"1.104.9": UNINSTALLABLE})   # the fakes of tests/matrix
+    _fake_real_runs(monkeypatch, probe)
+    result = invoke(["bisect", "--good", "1.108.7", "--bad", "1.84.0", "--scenario", str(SEED),
+                     "--out", str(tmp_path / "b"), "--json", "--junit", str(tmp_path / "j.xml")])
+    doc = json.loads(result.stdout)
+    assert result.exit_code == doc["exit_code"] == 1                      # 1.104.9 undecided: not exact
+    assert doc["command"] == "bisect" and doc["out_dir"] == str((tmp_path / "b").absolute())
+    assert (doc["good"], doc["bad"], doc["direction"]) == ("1.108.7", "1.84.0", "first fixed")
+    assert (doc["first"], doc["last_before"], doc["exact"]) == ("1.107.1", "1.100.0", False)
+    assert doc["candidates"] == ["1.104.9", "1.107.1"] and doc["error"] == "" and doc["excluded"] == {}
+    assert [(p["version"], p["verdict"], p["status"], p["gate"]) for p in doc["probes"]] == [
+        ("1.100.0", REPRODUCED, "ok", "passed"),
+        ("1.104.9", None, UNINSTALLABLE, "skipped"),
+        ("1.107.1", NOT_REPRODUCED, "ok", "passed")]
+    assert doc["probes"][1]["reason"] == "uv could not resolve it" and doc["probes"][0]["reason"] == ""
+    assert doc["probes"][0]["run_dir"] == "runs/phantom-budget-1.100.0"
+    assert "1.104.9, 1.107.1" in doc["headline"]
+    assert Results.model_validate_json(result.stdout).root.command == "bisect"
+    root, cases = parse_junit(tmp_path / "j.xml")
+    assert [c.get("name") for c in cases] == ["1.100.0 (step 1)", "1.104.9 (step 2)", "1.107.1 (step 3)"]
+    assert root.get("skipped") == "1" and root.get("failures") == "0"
+    skipped = cases[1].find("skipped")
+    assert skipped is not None and skipped.get("message") == "uninstallable: uv could not resolve it"
+
+
+def test_bisect_document_of_an_exact_answer_and_of_no_answer() -> None:
+    from harness.matrix.bisect import bisect_versions
+    from harness.results_io import bisect_results
+    from tests.matrix.test_bisect import INSIDE, Probe
+
+    exact = bisect_results(bisect_versions(INSIDE, good="1.96.0", bad="1.84.0", probe=Probe(fixed_in="1.91.0"),
+                                           scenario="s"), 0, "/b")
+    assert (exact.first, exact.last_before, exact.exact, exact.candidates) == ("1.91.0", "1.90.0", True, ["1.91.0"])
+    assert [p.version for p in exact.probes] == ["1.90.0", "1.93.0", "1.91.0"]
+    # --check-ends: the "good" end reproduces, so there is no answer
+    none = bisect_results(bisect_versions(INSIDE, good="1.96.0", bad="1.84.0", probe=Probe(fixed_in="1.99.0"),
+                                          check_ends=True, scenario="s"), 1, "/b")
+    assert none.first is None and none.last_before is None and none.candidates == [] and not none.exact
+    assert none.error and none.headline.startswith("no answer")
