@@ -1,4 +1,5 @@
-"""The `harness` command line: up | down | status | run | analyze | matrix | bisect | catalog | doctor | env."""
+"""The `harness` command line: up | down | status | run | analyze | matrix | bisect | catalog | doctor | env |
+images | report."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ env_app = typer.Typer(no_args_is_help=True, help="Cached LiteLLM environments (.
 app.add_typer(env_app, name="env")
 images_app = typer.Typer(no_args_is_help=True, help="The Compose backend's images (official, or built here).")
 app.add_typer(images_app, name="images")
+report_app = typer.Typer(no_args_is_help=True, help="A run's report.md, on GitHub (with the gh CLI).")
+app.add_typer(report_app, name="report")
 
 console = Console(stderr=True)
 
@@ -255,6 +258,24 @@ def catalog(
                                reanalyze=reanalyze, on_cell=cells.append, on_out_dir=out_dirs.append)
     results.emit(cells_results("catalog", cells, code, str(out_dirs[0].absolute()) if out_dirs else None))
     raise typer.Exit(code)
+
+
+@report_app.command("post")
+def report_post(
+    run_dir: Annotated[Path, typer.Argument(help="a run folder with report.md, results/<run-id>")],
+    repo: Annotated[str, typer.Option(help="OWNER/REPO of the issue, e.g. BerriAI/litellm")],
+    issue: Annotated[int, typer.Option(min=1, help="issue (or pull request) number")],
+    push_images: Annotated[bool, typer.Option(help="commit the linked PNGs to --branch of --fork and link "
+                                                   "their raw URLs (else one line says they are in the run "
+                                                   "folder)")] = False,
+    fork: Annotated[str | None, typer.Option(help="OWNER/REPO you can push to (with --push-images)")] = None,
+    branch: Annotated[str, typer.Option(help="branch of --fork for the PNGs; created from the fork's default "
+                                             "branch when missing")] = "harness-reports",
+) -> None:
+    """Post report.md as a comment on an issue with `gh`; prints the comment's URL."""
+    from harness.report_post import post_report
+
+    print(post_report(run_dir, repo, issue, push_images=push_images, fork=fork, branch=branch))
 
 
 @app.command()

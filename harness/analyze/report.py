@@ -6,7 +6,6 @@ from typing import Any
 
 from harness.analyze.scrub import scrub
 from harness.analyze.summary import Summary
-from harness.run.runfolder import REPORT_FILE
 from harness.util.fmt import md_cell, money, pct
 
 _ENV_KEYS = (
@@ -137,11 +136,11 @@ def render_report(vj: dict[str, Any], meta: dict[str, Any], scenario_yaml: str, 
             "<details><summary>Resolved scenario (scenario.yaml)</summary>", "", "```yaml",
             scenario_yaml.rstrip(), "```", "", "</details>", "",
             "## Posting this to an issue", "",
-            f"`gh issue comment <n> --body-file {run_dir_display}/{REPORT_FILE}` posts this text, but GitHub does not "
-            "upload the pictures it links to (`gh` cannot attach files): either drag the PNGs from "
-            f"`{run_dir_display}/` into the comment box on github.com (GitHub uploads them and inserts "
-            "`https://github.com/user-attachments/...` links — replace the relative links above with those), or push "
-            "them somewhere public (a gist or a branch) and replace the links with their raw URLs before posting.", ""]
+            f"`harness report post {run_dir_display} --repo OWNER/REPO --issue N` posts this text with the `gh` CLI "
+            "(`gh issue comment`; the chart above is Mermaid, which GitHub renders); GitHub cannot show the "
+            "pictures' relative links, so it says they are in the run folder — or, with "
+            "`--push-images --fork YOU/REPO`, commits the PNGs to a branch of your fork and links them. "
+            "This section is left out of the comment.", ""]
     return scrub("\n".join(out))
 
 
