@@ -104,9 +104,10 @@ def _compose_candidates() -> list[list[str]]:
     return candidates
 
 
-def docker_client() -> Any:
-    """A Docker SDK client whose engine answered a ping; HarnessError (one line, exit 2) otherwise."""
-    client = _default_client_factory()
+def docker_client(factory: Callable[[], Any] | None = None) -> Any:
+    """A Docker SDK client (from `factory`, default the environment's) whose engine answered a ping;
+    HarnessError (one line, exit 2) otherwise."""
+    client = (factory or _default_client_factory)()
     try:
         client.ping()
     except Exception:  # noqa: BLE001 - any failure to reach the engine means the same to the user
@@ -198,12 +199,7 @@ class ComposeStack:
     def client(self) -> Any:
         """The Docker SDK client; HarnessError (exit 2, one line) when no engine answers."""
         if self._client is None:
-            client = self._client_factory()
-            try:
-                client.ping()
-            except Exception:  # noqa: BLE001 - any failure to reach the engine means the same to the user
-                raise no_engine_error() from None
-            self._client = client
+            self._client = docker_client(self._client_factory)
         return self._client
 
     def compose_cmd(self) -> list[str]:
