@@ -318,6 +318,27 @@ class FakeRunner:
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
 
+def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    """The one `error: …` line a command that refused its input printed on stderr (asserted to be alone)."""
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+def resolver_uv(tmp_path: Path, *resolver_lines: str) -> Path:
+    """A fake uv: `uv venv` makes an empty venv; `uv pip install` prints uv's resolver error and exits 1."""
+    fake_uv = tmp_path / "uv"
+    echoes = "".join(f"echo '{ln}'\n" for ln in resolver_lines)
+    fake_uv.write_text(
+        "#!/bin/bash\n"
+        'if [[ "$1" == venv ]]; then for a; do last="$a"; done; '
+        'mkdir -p "$last/bin" "$last/lib/python3.11/site-packages"; touch "$last/bin/python"; exit 0; fi\n'
+        + echoes + "exit 1\n")
+    fake_uv.chmod(0o755)
+    return fake_uv
+
+
 READINESS_PATH, READINESS_DETAILS_PATH = "/health/readiness", "/health/readiness/details"
 
 

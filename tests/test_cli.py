@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.analyze.rundirs import RunBuilder, base_scenario, budget_text, steady_users  # noqa: E402
+from tests.conftest import one_error_line  # noqa: E402
 
 USERS = [f"eu-{i}" for i in range(5)]
 
@@ -17,13 +18,6 @@ USERS = [f"eu-{i}" for i in range(5)]
 def harness(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, timeout=120,
                           env=env)
-
-
-def _one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("error: ")
-    return lines[0]
 
 
 def test_analyze_exit_code_follows_the_expectation(tmp_path: Path) -> None:
@@ -41,7 +35,7 @@ def test_analyze_exit_code_follows_the_expectation(tmp_path: Path) -> None:
 def test_analyze_unusable_folder_is_exit_2(tmp_path: Path) -> None:
     proc = harness("analyze", str(tmp_path))
     assert proc.returncode == 2
-    assert "scenario.yaml" in _one_error_line(proc)
+    assert "scenario.yaml" in one_error_line(proc)
 
 
 def test_run_with_malformed_scenario_is_one_line_and_exit_2(tmp_path: Path) -> None:
@@ -49,7 +43,7 @@ def test_run_with_malformed_scenario_is_one_line_and_exit_2(tmp_path: Path) -> N
     bad.write_text("name: bad\nexpect: reproduced\nload: {users: -3}\n")
     proc = harness("run", str(bad), "--out", str(tmp_path / "out"))
     assert proc.returncode == 2
-    line = _one_error_line(proc)
+    line = one_error_line(proc)
     assert str(bad) in line and "load.users" in line
     assert not (tmp_path / "out").exists()
 
@@ -59,7 +53,7 @@ def test_run_with_malformed_scenario_is_one_line_and_exit_2(tmp_path: Path) -> N
 def test_malformed_or_too_old_version_is_exit_2(version: str, words: str) -> None:
     proc = harness("up", "--litellm", version)
     assert proc.returncode == 2
-    assert words in _one_error_line(proc)
+    assert words in one_error_line(proc)
 
 
 def test_port_in_use_is_named(tmp_path: Path) -> None:
@@ -73,7 +67,7 @@ def test_port_in_use_is_named(tmp_path: Path) -> None:
         proc = harness("up", "--litellm", "1.84.0", "--base-port", str(port), "--name", "busy",
                        env={**os.environ, **env})
     assert proc.returncode == 2
-    line = _one_error_line(proc)
+    line = one_error_line(proc)
     assert f"port {port}" in line and "in use" in line
 
 

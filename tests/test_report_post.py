@@ -15,6 +15,7 @@ import pytest
 
 from harness.errors import HarnessError
 from harness.report_post import Gh, body_without_images, linked_pictures, post_report, strip_posting_section
+from tests.conftest import one_error_line
 
 COMMENT_URL = "https://github.com/BerriAI/litellm/issues/27639#issuecomment-1234"
 MERMAID = "```mermaid\nxychart-beta\n    title \"Redis counter vs DB spend vs true spend\"\n    line [1, 2, 3]\n```"
@@ -214,13 +215,6 @@ def _harness(*args: str, path: str) -> subprocess.CompletedProcess[str]:
                           env=env)
 
 
-def _one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("error: ")
-    return lines[0]
-
-
 def test_cli_posts_and_prints_the_url(fake_gh: Path, run_dir: Path) -> None:
     proc = _harness("report", "post", str(run_dir), "--repo", "BerriAI/litellm", "--issue", "27639",
                     path=f"{fake_gh}{os.pathsep}{os.environ.get('PATH', '')}")
@@ -234,14 +228,14 @@ def test_cli_gh_failure_is_one_line_exit_2(fake_gh: Path, run_dir: Path) -> None
     proc = _harness("report", "post", str(run_dir), "--repo", "BerriAI/litellm", "--issue", "1",
                     path=f"{fake_gh}{os.pathsep}{os.environ.get('PATH', '')}")
     assert proc.returncode == 2
-    assert "Bad credentials" in _one_error_line(proc)
+    assert "Bad credentials" in one_error_line(proc)
 
 
 def test_cli_without_report_is_one_line_exit_2(fake_gh: Path, tmp_path: Path) -> None:
     proc = _harness("report", "post", str(tmp_path), "--repo", "BerriAI/litellm", "--issue", "1",
                     path=f"{fake_gh}{os.pathsep}{os.environ.get('PATH', '')}")
     assert proc.returncode == 2
-    assert "report.md" in _one_error_line(proc)
+    assert "report.md" in one_error_line(proc)
     assert _calls(fake_gh) == []
 
 
@@ -250,4 +244,4 @@ def test_cli_without_gh_on_path_is_one_line_exit_2(run_dir: Path, tmp_path: Path
     empty.mkdir()
     proc = _harness("report", "post", str(run_dir), "--repo", "BerriAI/litellm", "--issue", "1", path=str(empty))
     assert proc.returncode == 2
-    assert "gh (the GitHub CLI) is not on PATH" in _one_error_line(proc)
+    assert "gh (the GitHub CLI) is not on PATH" in one_error_line(proc)

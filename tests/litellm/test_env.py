@@ -17,6 +17,7 @@ import pytest
 from harness.errors import HarnessError
 from harness.litellm import env as litellm_env
 from harness.paths import engine_dir
+from tests.conftest import resolver_uv
 
 
 @pytest.fixture
@@ -57,24 +58,11 @@ def test_malformed_versions_fail_in_one_line_before_any_build(cache: Path, tmp_p
     assert not (cache / "litellm" / version).exists()
 
 
-def _resolver_uv(tmp_path: Path, *resolver_lines: str) -> Path:
-    """A fake uv: `uv venv` makes an empty venv; `uv pip install` prints uv's resolver error and exits 1."""
-    fake_uv = tmp_path / "uv"
-    echoes = "".join(f"echo '{ln}'\n" for ln in resolver_lines)
-    fake_uv.write_text(
-        "#!/bin/bash\n"
-        'if [[ "$1" == venv ]]; then for a; do last="$a"; done; '
-        'mkdir -p "$last/bin" "$last/lib/python3.11/site-packages"; touch "$last/bin/python"; exit 0; fi\n'
-        + echoes + "exit 1\n")
-    fake_uv.chmod(0o755)
-    return fake_uv
-
-
 @pytest.mark.parametrize("version,hint", [("9.9.9", None), ("1.110.0", None),
                                           ("1.104.9", "litellm-proxy-extras"), ("1.107.1", "pulled")])
 def test_any_release_is_tried_and_a_failed_install_is_the_resolvers_sentence_plus_the_known_hint(
         cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: str, hint: str | None) -> None:
-    fake_uv = _resolver_uv(
+    fake_uv = resolver_uv(
         tmp_path,
         "  × No solution found when resolving dependencies:",
         f"  ╰─▶ Because there is no version of litellm[proxy]=={version} and you require",
@@ -103,7 +91,7 @@ def test_any_release_is_tried_and_a_failed_install_is_the_resolvers_sentence_plu
 def test_a_long_resolver_reason_is_trimmed_at_a_word(cache: Path, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     words = " ".join(f"pkg{i}==1.0" for i in range(200))
-    fake_uv = _resolver_uv(tmp_path, "  × No solution found when resolving dependencies:",
+    fake_uv = resolver_uv(tmp_path, "  × No solution found when resolving dependencies:",
                            f"  ╰─▶ Because {words} are unavailable, we can conclude that it fails.")
     monkeypatch.setattr(litellm_env._Builder, "_uv", lambda self: str(fake_uv))
     with pytest.raises(HarnessError) as info:
@@ -115,16 +103,10 @@ def test_a_long_resolver_reason_is_trimmed_at_a_word(cache: Path, tmp_path: Path
 
 def test_failed_install_names_version_and_reason_and_leaves_no_env(cache: Path, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    fake_uv = tmp_path / "uv"
-    fake_uv.write_text(
-        "#!/bin/bash\n"
-        'if [[ "$1" == venv ]]; then for a; do last="$a"; done; '
-        'mkdir -p "$last/bin" "$last/lib/python3.11/site-packages"; touch "$last/bin/python"; exit 0; fi\n'
-        "echo '  × No solution found when resolving dependencies:'\n"
-        "echo '  ╰─▶ Because litellm[proxy]==1.84.0 depends on litellm-proxy-extras==0.9.9 and it is not available,'\n"
-        "echo '      we can conclude that your requirements are unsatisfiable.'\n"
-        "exit 1\n")
-    fake_uv.chmod(0o755)
+    fake_uv = resolver_uv(
+        tmp_path, "  × No solution found when resolving dependencies:",
+        "  ╰─▶ Because litellm[proxy]==1.84.0 depends on litellm-proxy-extras==0.9.9 and it is not available,",
+        "      we can conclude that your requirements are unsatisfiable.")
     monkeypatch.setattr(litellm_env._Builder, "_uv", lambda self: str(fake_uv))
     with pytest.raises(HarnessError) as info:
         litellm_env.ensure("1.84.0")

@@ -20,19 +20,10 @@ from harness.litellm.health import DETAILS_PATH, READINESS_PATH, readiness
 from harness.litellm.proxy_config import proxy_cache_is_redis, render_proxy_config
 from harness.stack.base import StackSpec
 from harness.stack.local import LocalStack
+from tests.conftest import readiness_details
 
 URL = "http://127.0.0.1:4000"
 KEY = "sk-harness-test"
-
-
-def details(version: str, db: str = "connected", cache: Any = "redis") -> dict[str, Any]:
-    """`_get_health_readiness_details`'s payload (the 1.83.14 /health/readiness one), field for field."""
-    body: dict[str, Any] = {"status": "healthy", "db": db, "cache": cache, "litellm_version": version,
-                            "success_callbacks": ["_PROXY_VirtualKeyModelMaxBudgetLimiter", "ServiceLogging"],
-                            "use_aiohttp_transport": True, "log_level": "WARNING", "is_detailed_debug": False}
-    if version == "1.108.7":
-        body.update(show_no_redis_warning=False, show_env_credential_login_warning=False)
-    return body
 
 
 UNAUTHORIZED = (401, {"error": {"message": "Authentication Error, No api key passed in.", "type": "auth_error",
@@ -67,24 +58,24 @@ def check(proxy: Proxy, **kwargs: Any) -> tuple[bool, str]:
 
 # -- 1.83.14: one public route with everything, HTTP 200 whatever the database says --------------------------
 def test_1_83_14_ready_from_the_public_payload_without_a_key() -> None:
-    proxy = Proxy((200, details("1.83.14")))
+    proxy = Proxy((200, readiness_details("1.83.14")))
     assert check(proxy) == (True, "ready")
     assert proxy.asked == [(READINESS_PATH, None)]
 
 
 @pytest.mark.parametrize("db", ["Not connected", "disconnected", "unknown"])
 def test_1_83_14_a_database_not_connected_is_not_ready_although_http_200(db: str) -> None:
-    assert check(Proxy((200, details("1.83.14", db=db))), master_key=KEY) == (False, f"db: {db}")
+    assert check(Proxy((200, readiness_details("1.83.14", db=db))), master_key=KEY) == (False, f"db: {db}")
 
 
 @pytest.mark.parametrize(("cache", "shown"), [(None, "None"), ("local", "local"),
                                               ({"type": "redis-semantic", "index_info": "ok"}, "redis-semantic")])
 def test_1_83_14_a_cache_other_than_redis_is_not_ready(cache: Any, shown: str) -> None:
-    assert check(Proxy((200, details("1.83.14", cache=cache)))) == (False, f"cache: {shown} (expected redis)")
+    assert check(Proxy((200, readiness_details("1.83.14", cache=cache)))) == (False, f"cache: {shown} (expected redis)")
 
 
 def test_a_stack_without_redis_does_not_ask_for_it() -> None:
-    assert check(Proxy((200, details("1.83.14", cache=None))), expect_redis=False) == (True, "ready")
+    assert check(Proxy((200, readiness_details("1.83.14", cache=None))), expect_redis=False) == (True, "ready")
     proxy = Proxy((200, {"status": "healthy", "db": "connected"}))
     assert check(proxy, expect_redis=False) == (True, "ready")
     assert proxy.asked == [(READINESS_PATH, None)]          # no detailed payload needed
@@ -93,57 +84,57 @@ def test_a_stack_without_redis_does_not_ask_for_it() -> None:
 # -- 1.84.0 and newer: public status + db, the cache behind the master key ------------------------------------
 @pytest.mark.parametrize("version", NEWER)
 def test_newer_releases_ready_needs_the_detailed_payload_with_the_master_key(version: str) -> None:
-    proxy = Proxy((200, {"status": "healthy", "db": "connected"}), (200, details(version)))
+    proxy = Proxy((200, {"status": "healthy", "db": "connected"}), (200, readiness_details(version)))
     assert check(proxy, master_key=KEY) == (True, "ready")
     assert proxy.asked == [(READINESS_PATH, None), (DETAILS_PATH, f"Bearer {KEY}")]
 
 
 @pytest.mark.parametrize("version", NEWER)
 def test_newer_releases_without_redis_in_the_details_are_not_ready(version: str) -> None:
-    proxy = Proxy((200, {"status": "healthy", "db": "connected"}), (200, details(version, cache=None)))
+    proxy = Proxy((200, {"status": "healthy", "db": "connected"}), (200, readiness_details(version, cache=None)))
     assert check(proxy, master_key=KEY) == (False, "cache: None (expected redis)")
 
 
 @pytest.mark.parametrize(("db", "status"), [("disconnected", 503), ("Not connected", 200)])
 def test_newer_releases_a_database_not_connected_is_not_ready(db: str, status: int) -> None:
-    proxy = Proxy((status, {"status": "healthy", "db": db}), (200, details("1.84.0")))
+    proxy = Proxy((status, {"status": "healthy", "db": db}), (200, readiness_details("1.84.0")))
     ready, detail = check(proxy, master_key=KEY)
     assert not ready and detail.startswith(f"db: {db}")
     assert ("HTTP 503" in detail) == (status == 503)
 
 
 def test_1_108_7_a_stalled_database_is_not_ready() -> None:
-    proxy = Proxy((503, {"status": "healthy", "db": "stalled"}), (200, details("1.108.7")))
+    proxy = Proxy((503, {"status": "healthy", "db": "stalled"}), (200, readiness_details("1.108.7")))
     assert check(proxy, master_key=KEY) == (False, "db: stalled; HTTP 503")
 
 
 @pytest.mark.parametrize("version", ["1.89.1", "1.90.0", "1.108.7"])
 def test_a_replica_shutting_down_is_not_ready(version: str) -> None:
-    proxy = Proxy((503, {"status": "shutting_down"}), (200, details(version)))
+    proxy = Proxy((503, {"status": "shutting_down"}), (200, readiness_details(version)))
     assert check(proxy, master_key=KEY) == (False, "status: shutting_down; HTTP 503")
     assert [path for path, _ in proxy.asked] == [READINESS_PATH]
 
 
 def test_without_the_master_key_the_cache_of_a_newer_release_is_unknown_not_ready() -> None:
-    proxy = Proxy((200, {"status": "healthy", "db": "connected"}), (200, details("1.84.0")))
+    proxy = Proxy((200, {"status": "healthy", "db": "connected"}), (200, readiness_details("1.84.0")))
     ready, detail = check(proxy)
     assert not ready and detail.startswith("cache: unknown") and DETAILS_PATH in detail
 
 
 def test_a_wrong_master_key_says_what_litellm_answered() -> None:
-    proxy = Proxy((200, {"status": "healthy", "db": "connected"}), (200, details("1.84.0")))
+    proxy = Proxy((200, {"status": "healthy", "db": "connected"}), (200, readiness_details("1.84.0")))
     assert check(proxy, master_key="sk-wrong") == (False, "Authentication Error, No api key passed in.; HTTP 401")
 
 
 def test_details_without_a_cache_field_are_not_ready() -> None:
-    shape = details("1.108.7")
+    shape = readiness_details("1.108.7")
     del shape["cache"]
     proxy = Proxy((200, {"status": "healthy", "db": "connected"}), (200, shape))
     assert check(proxy, master_key=KEY) == (False, "cache: not reported (expected redis)")
 
 
 def test_public_details_opt_in_needs_no_second_request() -> None:
-    proxy = Proxy((200, details("1.90.0")))     # general_settings.allow_public_health_readiness_details: true
+    proxy = Proxy((200, readiness_details("1.90.0")))     # general_settings.allow_public_health_readiness_details: true
     assert check(proxy, master_key=KEY) == (True, "ready")
     assert proxy.asked == [(READINESS_PATH, None)]
 
@@ -190,7 +181,7 @@ def local_stack(tmp_path: Path, proxy: Proxy, monkeypatch: pytest.MonkeyPatch, a
 
 
 def test_local_wait_returns_once_every_replica_is_ready(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    proxy = Proxy((200, {"status": "healthy", "db": "connected"}), (200, details("1.84.0")))
+    proxy = Proxy((200, {"status": "healthy", "db": "connected"}), (200, readiness_details("1.84.0")))
     stack = local_stack(tmp_path, proxy, monkeypatch, alive=True)
     stack._wait_proxies([URL, URL], KEY, expect_redis=True)
     assert [path for path, _ in proxy.asked] == [READINESS_PATH, DETAILS_PATH] * 2
@@ -199,7 +190,8 @@ def test_local_wait_returns_once_every_replica_is_ready(tmp_path: Path, monkeypa
 
 def test_local_wait_times_out_saying_what_is_not_ready(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("harness.stack.local.PROXY_START_DEADLINE_S", 0.0)
-    stack = local_stack(tmp_path, Proxy((200, details("1.83.14", db="Not connected"))), monkeypatch, alive=True)
+    stack = local_stack(tmp_path, Proxy((200, readiness_details("1.83.14", db="Not connected"))), monkeypatch,
+                        alive=True)
     with pytest.raises(StackError) as info:
         stack._wait_proxies([URL], KEY, expect_redis=True)
     assert "not ready yet: replica(s) 0 (db: Not connected)" in info.value.problem

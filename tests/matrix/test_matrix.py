@@ -24,6 +24,7 @@ from harness.matrix.execute import (
     read_run_folder,
 )
 from harness.matrix.matrix import parse_versions, rerender, run_matrix
+from tests.conftest import resolver_uv
 
 SEED = Path(__file__).resolve().parents[2] / "scenarios" / "phantom-budget.yaml"
 VERSIONS = ["1.83.14", "1.84.0", "1.89.1", "1.90.0", "1.108.7"]
@@ -259,16 +260,10 @@ def test_real_runner_marks_a_release_the_index_cannot_install_uninstallable_with
 
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("HARNESS_PRISMA_ENGINE", raising=False)
-    fake_uv = tmp_path / "uv"
-    fake_uv.write_text(
-        "#!/bin/bash\n"
-        'if [[ "$1" == venv ]]; then for a; do last="$a"; done; '
-        'mkdir -p "$last/bin" "$last/lib/python3.11/site-packages"; touch "$last/bin/python"; exit 0; fi\n'
-        "echo '  × No solution found when resolving dependencies:'\n"
-        "echo '  ╰─▶ Because there is no version of litellm[proxy]==9.9.9 and you require litellm[proxy]==9.9.9,'\n"
-        "echo '      we can conclude that your requirements are unsatisfiable.'\n"
-        "exit 1\n")
-    fake_uv.chmod(0o755)
+    fake_uv = resolver_uv(
+        tmp_path, "  × No solution found when resolving dependencies:",
+        "  ╰─▶ Because there is no version of litellm[proxy]==9.9.9 and you require litellm[proxy]==9.9.9,",
+        "      we can conclude that your requirements are unsatisfiable.")
     monkeypatch.setattr(litellm_env._Builder, "_uv", lambda self: str(fake_uv))
     cell = RealRunner(quiet(), retry_errors=0)(SEED, "9.9.9", tmp_path / "run")
     assert cell.status == UNINSTALLABLE and cell.matches is None
