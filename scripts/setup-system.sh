@@ -2,6 +2,8 @@
 # Installs the system packages a fresh machine lacks: redis-server and PostgreSQL (server binaries).
 # Idempotent: does nothing when they are present.
 set -euo pipefail
+# shellcheck source=lib/apt.sh
+source "$(dirname "$0")/lib/apt.sh"
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
@@ -27,10 +29,7 @@ if ! command -v apt-get >/dev/null 2>&1; then
 fi
 
 echo "installing system packages: ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq >/dev/null || { echo "apt-get update failed — check that Debian's package registry is reachable" >&2; exit 2; }
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
-  || { echo "apt-get install ${missing[*]} failed — see the apt output above" >&2; exit 2; }
+apt_install "${missing[@]}"
 # The Debian packages start services of their own; the harness runs its own servers on free ports.
 for svc in redis-server postgresql; do
   if command -v service >/dev/null 2>&1; then service "$svc" stop >/dev/null 2>&1 || true; fi
