@@ -52,7 +52,8 @@ def images_build(versions: Annotated[list[str], typer.Argument(help="LiteLLM ver
 
     builder = ImageBuilder(docker_client(), console=console)
     for version in versions:
-        choice = builder.ensure(builder.choose(resolve(version).version), resolve(version).version)
+        exact = resolve(version).version
+        choice = builder.ensure(builder.choose(exact), exact)
         console.print(f"LiteLLM {version}: {choice.describe()}", highlight=False)
         for ref, image_id in choice.ids.items():
             console.print(f"  {ref}  {image_id.removeprefix('sha256:')[:12]}", highlight=False)
