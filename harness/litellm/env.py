@@ -2,8 +2,11 @@
 
 A ready environment is a virtual environment with `litellm[proxy]==<version>` and `prisma==0.11.0`
 (installed with uv), a Prisma client generated offline, everything byte-compiled, and a `ready.json`
-marker written last. Without the marker an environment does not exist for the harness: a build that
-failed half-way is removed, and the next `ensure()` starts again.
+marker written last. A candidate build (a local wheel or source tree, harness/litellm/candidate.py) is installed
+the same way — `litellm[proxy] @ file://…` instead of `==<version>`, the same pins — into
+`.cache/litellm/<label>/`, its label naming its content (`1.84.0+wheel.<sha256:16>`). Without the marker an
+environment does not exist for the harness: a build that failed half-way is removed, and the next `ensure()`
+starts again.
 
 Prisma engines: by default (`HARNESS_PRISMA_ENGINE=standin`) the query engine is the harness's own
 stand-in (`harness/engine/query-engine`, Node + `@prisma/query-engine-wasm`), because Prisma downloads
@@ -30,7 +33,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from harness.errors import HarnessError
-from harness.litellm.versions import PRISMA_VERSION, install_hint, resolve
+from harness.litellm.candidate import Candidate, parse
+from harness.litellm.versions import PRISMA_VERSION, install_hint
 from harness.paths import cache_dir, engine_dir
 from harness.util.fsutil import atomic_write_text
 
@@ -236,28 +240,40 @@ def _build_lock(name: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def ensure(version: str, console: Console | None = None) -> LiteLLMEnv:
-    """Build the environment of `version`, or reuse it when it is ready."""
-    spec = resolve(version)
+def ensure(build: str | Candidate, console: Console | None = None) -> LiteLLMEnv:
+    """Build the environment of `build` — a release, or a candidate's wheel / source tree (its path or its
+    Candidate) — or reuse it when it is ready. The environment is named by `Candidate.label`."""
+    candidate = parse(build)
+    candidate.traits()              # a malformed or too old version: one line before anything is built
     mode = engine_mode()
-    env = _env_for(spec.version)
+    env = _env_for(candidate.label)
     if env.is_ready() and env.engine == mode:
         return env
     console = console or Console(stderr=True)
-    with _build_lock(spec.version):
+    with _build_lock(candidate.label):
         if env.is_ready():
             if env.engine == mode:  # built by someone else while we waited
                 return env
-            console.print(f"LiteLLM {spec.version}: cached environment was built for the {env.engine} Prisma "
+            console.print(f"LiteLLM {candidate.label}: cached environment was built for the {env.engine} Prisma "
                           f"engine, {ENGINE_MODE_VAR}={mode}: rebuilding", highlight=False)
-        _Builder(env, spec.pip_requirements(), console).build()
+        _Builder(env, candidate.requirements(), console, candidate).build()
     return env
 
 
+def reopen(name: str) -> LiteLLMEnv:
+    """The environment a running stack uses, by its name (`LiteLLMEnv.version`: a release or a candidate's
+    label). A release that is not ready is built again; a candidate's must still be ready (its label cannot be
+    turned back into its source)."""
+    env = _env_for(name)
+    return env if env.is_ready() else ensure(name)
+
+
 class _Builder:
-    def __init__(self, env: LiteLLMEnv, requirements: list[str], console: Console) -> None:
+    def __init__(self, env: LiteLLMEnv, requirements: list[str], console: Console,
+                 candidate: Candidate | None = None) -> None:
         self.env = env
         self.requirements = requirements
+        self.candidate = candidate
         self.console = console
         self.log_path = envs_dir() / f"{env.version}.build.log"
         self.figures: dict[str, float] = {}
@@ -312,7 +328,8 @@ class _Builder:
             self._write_marker(time.monotonic() - total_start)
         except _StepFailed as exc:
             self._discard()
-            hint = install_hint(env.version) if exc.step == "uv pip install" else None
+            release = self.candidate is None or self.candidate.kind == "pypi"   # hints are about releases
+            hint = install_hint(env.version) if exc.step == "uv pip install" and release else None
             raise HarnessError(exc.describe(env.version, hint), f"full log: {self.log_path}") from None
         except BaseException:
             self._discard()
@@ -334,12 +351,15 @@ class _Builder:
     def _install(self) -> None:
         uv = self._uv()
         base_python = litellm_base_python()
+        options = self.candidate.uv_options() if self.candidate is not None else []
         self._say(f"creating the venv ({base_python}) and installing {' '.join(self.requirements)} with uv")
+        # uv runs in the environment's folder: run from a LiteLLM checkout (git bisect run), uv would otherwise
+        # take that checkout's pyproject.toml [tool.uv] settings (required-version, exclude-newer, …) as its own.
         self._run("uv venv", [uv, "venv", "--quiet", "--python", base_python, str(self.env.venv)],
-                  env=self._tool_env())
+                  env=self._tool_env(), cwd=self.env.root)
         seconds, _ = self._run("uv pip install",
-                               [uv, "pip", "install", "--python", str(self.env.python), *self.requirements],
-                               env=self._tool_env())
+                               [uv, "pip", "install", "--python", str(self.env.python), *options,
+                                *self.requirements], env=self._tool_env(), cwd=self.env.root)
         self.figures["install_s"] = round(seconds, 1)
         self._say(f"installed in {seconds:.0f} s")
 
@@ -402,7 +422,7 @@ class _Builder:
 
     def _write_marker(self, total: float) -> None:
         _, freeze = self._run("uv pip freeze", [self._uv(), "pip", "freeze", "--python", str(self.env.python)],
-                              env=self._tool_env())
+                              env=self._tool_env(), cwd=self.env.root)
         pins = sorted(line for line in freeze.splitlines()
                       if re.match(r"(litellm|prisma)\b", line.strip(), re.IGNORECASE))
         payload = {
@@ -414,6 +434,8 @@ class _Builder:
             "freeze": pins,
             **self.figures,
         }
+        if self.candidate is not None:
+            payload["litellm"] = self.candidate.public()
         atomic_write_text(self.env.ready_path, json.dumps(payload, indent=2) + "\n")
 
 

@@ -42,7 +42,9 @@ class LiteLLMVersion:
 
     @property
     def parsed(self) -> Version:
-        return Version(self.version)
+        """The release X.Y.Z the traits are decided on: a candidate build declaring 1.84.0.dev1 or 1.84.0rc1 is a
+        1.84.0 code base (for a release, its own version)."""
+        return Version(Version(self.version).base_version)
 
     @property
     def has_budget_reservation(self) -> bool:
@@ -91,3 +93,18 @@ def resolve(version: str) -> LiteLLMVersion:
         raise HarnessError(f"LiteLLM {text} is older than the harness can drive",
                            "use 1.83.0 or newer")
     return LiteLLMVersion(text, list(EXTRA_PINS.get(text, [])))
+
+
+def traits(declared: str, what: str) -> LiteLLMVersion:
+    """The traits of the version a candidate build (a wheel, a source tree) *declares*: any PEP 440 version
+    (a checkout may say 1.84.0.dev1), 1.83.0 or newer. Its extra pins are those of its release (X.Y.Z).
+    `what` names the build in the error line."""
+    try:
+        parsed = Version(declared)
+    except InvalidVersion:
+        raise HarnessError(f"{what} declares the version '{declared}', which is not a PEP 440 version",
+                           "fix the version in its metadata / pyproject.toml") from None
+    if Version(parsed.base_version) < Version("1.83.0"):
+        raise HarnessError(f"{what} declares LiteLLM {declared}, older than the harness can drive",
+                           "use a build of 1.83.0 or newer")
+    return LiteLLMVersion(declared, list(EXTRA_PINS.get(parsed.base_version, [])))

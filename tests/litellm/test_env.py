@@ -470,3 +470,94 @@ def test_standin_exits_when_its_parent_dies(tmp_path: Path) -> None:
             assert _wait_gone(kid.pid, 10), f"stand-in {kid.pid} outlived its parent"
     finally:
         stop_group(parent.pid, timeout=5)
+
+
+# -- candidate builds (a local wheel / source tree): installed like a release, keyed by content -----------------
+def _recording_uv(tmp_path: Path) -> tuple[Path, Path]:
+    """A fake uv: `uv venv` makes an empty venv; `uv pip install` records its working folder and fails."""
+    calls = tmp_path / "uv-calls"
+    fake_uv = tmp_path / "uv"
+    fake_uv.write_text(
+        "#!/bin/bash\n"
+        f'echo "$PWD :: $*" >> {calls}\n'
+        'if [[ "$1" == venv ]]; then for a; do last="$a"; done; '
+        'mkdir -p "$last/bin" "$last/lib/python3.11/site-packages"; touch "$last/bin/python"; exit 0; fi\n'
+        "echo '  × Failed to build `litellm @ file:///x`'\n"
+        "echo '  ╰─▶ error: cargo not found'\n"
+        "exit 1\n")
+    fake_uv.chmod(0o755)
+    return fake_uv, calls
+
+
+def test_a_wheel_is_installed_like_a_release_with_its_extras_and_pins_from_the_environment_folder(
+        cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.litellm.test_candidate import make_wheel
+
+    whl = make_wheel(tmp_path / "dist" / "litellm-1.95.1-py3-none-any.whl", "1.95.1")
+    fake_uv, calls = _recording_uv(tmp_path)
+    monkeypatch.setattr(litellm_env._Builder, "_uv", lambda self: str(fake_uv))
+    monkeypatch.chdir(tmp_path / "dist")                # as `git bisect run` would: uv must not run here
+    with pytest.raises(HarnessError) as info:
+        litellm_env.ensure(str(whl))
+    label = litellm_env.parse(str(whl)).label
+    line = info.value.line()
+    assert "\n" not in line and line.startswith(f"LiteLLM {label} cannot be installed: uv: error: cargo not found")
+    assert "known:" not in line
+    venv_call, install_call = calls.read_text().splitlines()
+    root = cache / "litellm" / label
+    assert venv_call.startswith(f"{root} :: venv ") and install_call.startswith(f"{root} :: pip install ")
+    assert install_call.endswith(f"--reinstall-package litellm litellm[proxy] @ {whl.resolve().as_uri()} "
+                                 "prisma==0.11.0 fastapi==0.140.0")
+    assert not root.exists() and (cache / "litellm" / f"{label}.build.log").exists()
+
+
+def test_a_tree_is_installed_from_its_folder_without_its_uv_sources(cache: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.litellm.test_candidate import make_tree
+
+    tree = make_tree(tmp_path / "litellm-1.84.0")
+    fake_uv, calls = _recording_uv(tmp_path)
+    monkeypatch.setattr(litellm_env._Builder, "_uv", lambda self: str(fake_uv))
+    with pytest.raises(HarnessError):
+        litellm_env.ensure(str(tree))
+    install_call = calls.read_text().splitlines()[-1]
+    assert install_call.endswith(f"--reinstall-package litellm --no-sources litellm[proxy] @ {tree.resolve().as_uri()}"
+                                 " prisma==0.11.0")
+
+
+def test_the_same_candidate_reuses_its_environment_and_another_one_never_does(
+        cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.litellm.test_candidate import make_wheel
+
+    first = make_wheel(tmp_path / "a" / "litellm-1.84.0-py3-none-any.whl")
+    again = tmp_path / "b" / "litellm-1.84.0-py3-none-any.whl"        # the same bytes, elsewhere
+    again.parent.mkdir()
+    shutil.copy(first, again)
+    other = make_wheel(tmp_path / "c" / "litellm-1.84.0-py3-none-any.whl", payload=b"x = 2\n")
+    built = fake_ready(litellm_env.parse(str(first)).label)
+    fake_ready("1.84.0")                                                # the release of the same version
+
+    def boom(self: object) -> None:
+        raise AssertionError("rebuilt a ready environment")
+
+    monkeypatch.setattr(litellm_env._Builder, "build", boom)
+    assert litellm_env.ensure(str(first)).root == built.root
+    assert litellm_env.ensure(str(again)).root == built.root
+    assert litellm_env.ensure("1.84.0").root == cache / "litellm" / "1.84.0"
+    with pytest.raises(AssertionError, match="rebuilt"):
+        litellm_env.ensure(str(other))                                  # never the first one's environment
+    assert litellm_env.reopen(built.version).root == built.root         # a running stack finds it by name
+    assert [e.version for e in litellm_env.cached()] == ["1.84.0", built.version]
+
+
+def test_a_bad_candidate_path_is_one_line_before_any_build(cache: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    called = tmp_path / "uv-was-called"
+    fake_uv = tmp_path / "uv"
+    fake_uv.write_text(f"#!/bin/sh\ntouch {called}\nexit 1\n")
+    fake_uv.chmod(0o755)
+    monkeypatch.setattr(litellm_env._Builder, "_uv", lambda self: str(fake_uv))
+    with pytest.raises(HarnessError, match="no such file or folder"):
+        litellm_env.ensure(str(tmp_path / "litellm-9.9.9-py3-none-any.whl"))
+    assert not called.exists()
+    assert not (cache / "litellm").exists() or not any((cache / "litellm").iterdir())
