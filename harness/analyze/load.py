@@ -31,6 +31,7 @@ _NUMERIC: dict[str, tuple[str, ...]] = {
     rf.SAMPLES_FILE: ("t", "sample", "redis_counter", "counter_ttl", "db_spend"),
     rf.FAULTS_FILE: ("t",),
     rf.MOCK_EVENTS_FILE: ("t",),
+    rf.SPEND_LOGS_FILE: ("spend", "prompt_tokens", "completion_tokens", "start_time", "end_time"),
 }
 _COLUMNS: dict[str, tuple[str, ...]] = {
     rf.REQUESTS_FILE: rf.REQUESTS_COLUMNS,
@@ -38,6 +39,7 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
     rf.SAMPLES_FILE: rf.SAMPLES_COLUMNS,
     rf.FAULTS_FILE: rf.FAULTS_COLUMNS,
     rf.MOCK_EVENTS_FILE: ("t",),
+    rf.SPEND_LOGS_FILE: rf.SPEND_LOGS_COLUMNS,
 }
 # Columns the analyzer uses (others are not parsed: speed).
 _USED: dict[str, tuple[str, ...]] = {
@@ -54,6 +56,7 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     rf.SAMPLES_FILE: ("t",),
     rf.FAULTS_FILE: ("t",),
     rf.MOCK_EVENTS_FILE: (),
+    rf.SPEND_LOGS_FILE: ("request_id",),
 }
 
 

@@ -94,6 +94,15 @@ class Summary(BaseModel):
     # completeness: blockers + vetoes about missing evidence (interrupted run, ground truth, sampler gaps)
     evidence_problems: int | None = None
     unmatched_ledger_rows: int | None = None       # ledger rows naming no end user of the scenario
+    # per-request billing reconciliation: LiteLLM's spend-log rows vs the ledger (never the verdict; None: not
+    # measured — no spend logs, or a run folder from before they were collected; harness/analyze/reconcile.py)
+    reconciled_requests: int | None = None      # requests with a spend-log row judged against the ledger
+    overbilled_requests: int | None = None      # billed more than the upstream delivered
+    overbilled_usd: float | None = None
+    underbilled_requests: int | None = None     # billed less than the upstream delivered (cut streams included)
+    underbilled_usd: float | None = None
+    unbilled_requests: int | None = None        # delivered upstream, no spend-log row after the drain
+    unbilled_usd: float | None = None
 
     @property
     def outcome(self) -> str | None:

@@ -28,6 +28,7 @@ FAULTS_FILE = "faults.csv"           # fault windows (start and end events)
 VERDICT_FILE = "verdict.json"
 REPORT_FILE = "report.md"
 MOCK_EVENTS_FILE = "mock-events.csv"  # every run-time fault change of the mock, with its time
+SPEND_LOGS_FILE = "spend-logs.csv"    # LiteLLM's own per-request bill (LiteLLM_SpendLogs), dumped after the drain
 
 REQUESTS_COLUMNS = (
     "t_start",            # when the client sent the request
@@ -66,6 +67,20 @@ SAMPLES_COLUMNS = (
     "redis_counter",      # float; empty when the counter key does not exist
     "counter_ttl",        # seconds left on the counter key; empty when absent
     "db_spend",           # LiteLLM_EndUserTable.spend; empty when the end user has no row
+)
+
+SPEND_LOGS_COLUMNS = (
+    "request_id",         # LiteLLM's id of the row: the response id (the mock's `chatcmpl-<request_id>`), else
+                          # LiteLLM's call id (a failure, e.g. a budget rejection)
+    "litellm_call_id",    # LiteLLM's call id (only versions whose table has the column, e.g. 1.108.7)
+    "call_type",
+    "status",             # success | failure (empty: the version's table has no such column)
+    "end_user",
+    "spend",              # what LiteLLM billed for the request ($): response_cost
+    "prompt_tokens",
+    "completion_tokens",
+    "start_time",         # "startTime" as epoch seconds
+    "end_time",           # "endTime" as epoch seconds
 )
 
 FAULTS_COLUMNS = (

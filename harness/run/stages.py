@@ -62,7 +62,8 @@ class BudgetsStage(Stage):
 
 
 class SamplerStage(Stage):
-    """samples.csv every `sampling.interval_s` from before the load to after the drain, plus one last sample."""
+    """samples.csv every `sampling.interval_s` from before the load to after the drain, plus one last sample;
+    then (when a load started) LiteLLM's spend logs into spend-logs.csv (meta.json `spend_logs`)."""
 
     name = "sampler"
 
@@ -89,6 +90,10 @@ class SamplerStage(Stage):
         ctx.meta.update(sampler={"samples": sampler.samples, "errors": sampler.errors,
                                  "last_error": sampler.last_error,
                                  "last_duration_ms": round((sampler.last_duration_s or 0) * 1000, 1)})
+        if ctx.t_load_start is not None:    # after the drain: LiteLLM's per-request bill (harness/run/spendlogs.py)
+            from harness.run.spendlogs import dump_spend_logs
+
+            ctx.meta.update(spend_logs=dump_spend_logs(ctx.endpoints.postgres_dsn, ctx.run_dir))
 
 
 class DrainStage(Stage):

@@ -14,6 +14,7 @@ from harness.analyze.checks.fault_coverage import FaultCoverage
 from harness.analyze.checks.inflation import Inflation
 from harness.analyze.checks.orphans import Orphans
 from harness.analyze.checks.phantom import Phantom
+from harness.analyze.checks.reconcile import Reconcile
 from harness.analyze.checks.sanity import Sanity
 
 CHECKS: tuple[Check, ...] = (
@@ -25,4 +26,5 @@ CHECKS: tuple[Check, ...] = (
     Deflation(),
     FaultCoverage(),
     Completeness(),
+    Reconcile(),
 )
