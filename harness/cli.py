@@ -243,6 +243,8 @@ def catalog(
     duration: Annotated[float | None, typer.Option(help="override the load duration (s)")] = None,
     reanalyze: Annotated[bool, typer.Option(help="re-analyse the run folders the README table links, "
                                             "without running anything")] = False,
+    add_runs: Annotated[str | None, typer.Option(help="comma-separated finished run folders of catalog scenarios "
+                                                      "to put into the README table (read, not re-run)")] = None,
     json_out: JsonOpt = False,
     junit: JunitOpt = None,
 ) -> None:
@@ -256,7 +258,8 @@ def catalog(
     out_dirs: list[Path] = []
     with results.capture():
         code = catalog_command(versions, scenarios, update_readme, schema_only, duration, console,
-                               reanalyze=reanalyze, on_cell=cells.append, on_out_dir=out_dirs.append)
+                               reanalyze=reanalyze, on_cell=cells.append, on_out_dir=out_dirs.append,
+                               add_runs=[Path(p.strip()) for p in (add_runs or "").split(",") if p.strip()])
     results.emit(cells_results("catalog", cells, code, str(out_dirs[0].absolute()) if out_dirs else None))
     raise typer.Exit(code)
 

@@ -159,9 +159,99 @@ def test_reanalyze_rebuilds_rows_with_their_run_folder(tmp_path: Path, monkeypat
     old["run_dir"] = "results/old-run"               # the table links folders relative to the repository
     gone = dict(old, version="1.83.0", run_dir="results/gone")
     (d / "README.md").write_text(readme.replace_section("# Scenarios\n", "outcomes", rows.render_table([old, gone])))
-    rebuilt = catalog.reanalyze_rows(d / "README.md", catalog.discover(d), quiet(), root=tmp_path)
+    from harness.matrix.catalog.evidence import keep_copy
+
+    copy = keep_copy(run, tmp_path / "kept")          # its kept copy still has the schema-1 verdict.json
+    assert "summary" not in json.loads((copy / VERDICT_FILE).read_text())
+    rebuilt = catalog.reanalyze_rows(d / "README.md", catalog.discover(d), quiet(), root=tmp_path,
+                                     kept_root=tmp_path / "kept")
     assert len(rebuilt) == 1                          # the row whose folder is gone is left alone
     new = rebuilt[0]
-    assert new["run_dir"] == str(run) and new["verdict"] == REPRODUCED and new["match"] == "yes"
+    assert new["run_dir"] == "results/old-run"       # the row keeps its run folder as the table wrote it
+    assert new["verdict"] == REPRODUCED and new["match"] == "yes"
     assert (new["phantoms"], new["leaked_users"], new["first_phantom_s"]) == ("230", "47", "19.8")
     assert json.loads((run / VERDICT_FILE).read_text())["summary"]["phantoms"] == 230    # rewritten, schema 2
+    assert json.loads((copy / VERDICT_FILE).read_text())["summary"]["phantoms"] == 230   # and the copy refreshed
+    # judged against the scenario's expectation today, not the one the run folder recorded
+    (d / "phantom-budget.yaml").write_text((d / "phantom-budget.yaml").read_text().replace(
+        "expect: reproduced", "expect: clean"))
+    [again] = catalog.reanalyze_rows(d / "README.md", catalog.discover(d), quiet(), root=tmp_path,
+                                     kept_root=tmp_path / "kept")
+    assert (again["expected"], again["verdict"], again["match"]) == ("clean", REPRODUCED, "NO")
+
+
+def _row(scenario: str, version: str, run_dir: str, verdict: str = REPRODUCED,
+         leaked: str = "1.5000") -> dict[str, str]:
+    return {"scenario": scenario, "issue": "", "version": version, "expected": "reproduced", "verdict": verdict,
+            "match": "yes", "phantoms": "0", "leaked_usd": leaked, "deflated_usd": "", "first_phantom_s": "",
+            "run_dir": run_dir}
+
+
+def test_a_later_run_of_a_cell_moves_the_older_row_to_the_earlier_runs(tmp_path: Path) -> None:
+    d = _dir(tmp_path)
+    entries = catalog.discover(d)
+    old = _row("alpha", "1.84.0", "results/20261129-140024-alpha-1.84.0")
+    new = _row("alpha", "1.84.0", "results/20261130-035526-alpha-1.84.0", leaked="2.0000")
+    readme.update_readme(d / "README.md", [old], entries)
+    readme.update_readme(d / "README.md", [new], entries)
+    readme.update_readme(d / "README.md", [new], entries)     # again (the catalog refreshes after every cell)
+    text = (d / "README.md").read_text()
+    assert [r["run_dir"] for r in readme.outcome_rows(d / "README.md")] == [new["run_dir"]]
+    assert [r["run_dir"] for r in readme.outcome_rows(d / "README.md", "earlier")] == [old["run_dir"]]
+    assert text.index("<!-- outcomes:end -->") < text.index("<!-- earlier:start -->") < text.index("more text")
+    # anchors: the cell's and the run's on the current row, only the run's on an earlier one
+    assert '<a id="alpha-1.84.0"></a><a id="20261130-035526-alpha-1.84.0"></a>1.84.0' in text
+    assert '<a id="20261129-140024-alpha-1.84.0"></a>1.84.0' in text and text.count('id="alpha-1.84.0"') == 1
+    # an older run added afterwards does not displace the newer one
+    readme.update_readme(d / "README.md", [dict(old, leaked_usd="9.0000")], entries)
+    assert readme.outcome_rows(d / "README.md")[0]["leaked_usd"] == "2.0000"
+    assert readme.outcome_rows(d / "README.md", "earlier")[0]["leaked_usd"] == "9.0000"
+
+
+def test_a_run_folder_with_a_kept_copy_links_it(tmp_path: Path) -> None:
+    d = _dir(tmp_path)
+    kept = tmp_path / "docs" / "runs" / "20261130-035526-alpha-1.84.0"
+    kept.mkdir(parents=True)
+    (kept / VERDICT_FILE).write_text("{}")
+    rows_in = [_row("alpha", "1.84.0", "results/20261130-035526-alpha-1.84.0"),
+               _row("alpha", "1.108.7", "results/20261130-040000-alpha-1.108.7")]
+    readme.update_readme(d / "README.md", rows_in, catalog.discover(d), kept_root=tmp_path / "docs" / "runs")
+    text = (d / "README.md").read_text()
+    assert ("| [results/20261130-035526-alpha-1.84.0](../docs/runs/20261130-035526-alpha-1.84.0/) |" in text)
+    assert "| results/20261130-040000-alpha-1.108.7 |" in text
+    assert [r["run_dir"] for r in readme.outcome_rows(d / "README.md")] == [r["run_dir"] for r in rows_in]
+
+
+def test_add_runs_reads_finished_run_folders_into_the_table(tmp_path: Path) -> None:
+    d = _dir(tmp_path)
+    run = tmp_path / "results" / "20261130-035526-beta-1.84.0"
+    run.mkdir(parents=True)
+    (run / VERDICT_FILE).write_text(json.dumps({
+        "verdict": NOT_REPRODUCED, "expected": "clean", "scenario": "beta", "litellm_version": "1.84.0",
+        "phantom": {"count": 0}, "drain": {"ran": True, "leaked_total": 0.0}}))
+    code = catalog.catalog_command(None, None, False, False, None, quiet(), directory=d, add_runs=[run])
+    [row] = readme.outcome_rows(d / "README.md")
+    # judged against the scenario's expectation today (beta: reproduced), not the one the run folder recorded
+    assert (row["scenario"], row["version"], row["expected"], row["match"]) == ("beta", "1.84.0", "reproduced", "NO")
+    assert code == 1
+    (run / VERDICT_FILE).write_text(json.dumps({"verdict": NOT_REPRODUCED, "scenario": "gamma",
+                                                "litellm_version": "1.84.0"}))
+    with pytest.raises(HarnessError, match="scenario gamma is not a catalog scenario"):
+        catalog.catalog_command(None, None, False, False, None, quiet(), directory=d, add_runs=[run])
+    with pytest.raises(HarnessError, match="no verdict.json naming its scenario"):
+        catalog.catalog_command(None, None, False, False, None, quiet(), directory=d, add_runs=[tmp_path])
+
+
+def test_reanalyze_keeps_rows_whose_folders_are_gone_as_they_are(tmp_path: Path) -> None:
+    """The rows of runs no longer on this machine: their run folder, numbers and anchors stay byte for byte."""
+    d = _dir(tmp_path)
+    entries = catalog.discover(d)
+    gone = [_row("alpha", "1.84.0", "results/20261129-140024-alpha-1.84.0"),
+            _row("alpha", "1.108.7", "results/20261129-140311-alpha-1.108.7", NOT_REPRODUCED, "0.0000")]
+    readme.update_readme(d / "README.md", gone, entries)
+    readme.update_readme(d / "README.md", [dict(gone[0], run_dir="results/20261130-000000-alpha-1.84.0")], entries)
+    before = (d / "README.md").read_text()
+    assert catalog.catalog_command(None, None, False, False, None, quiet(), directory=d, reanalyze=True) == 0
+    after = (d / "README.md").read_text()
+    for which in ("outcomes", "earlier"):
+        assert readme.section(after, which) == readme.section(before, which)

@@ -27,9 +27,10 @@ from pathlib import Path
 from rich.console import Console
 
 from harness.errors import HarnessError
+from harness.matrix.catalog.evidence import KEPT_ROOT, refresh_copy
 from harness.matrix.catalog.plan import SCENARIOS_DIR, Entry, discover, plan
 from harness.matrix.catalog.readme import README, outcome_rows, update_readme
-from harness.matrix.catalog.rows import csv_fields, outcome_row, render_table
+from harness.matrix.catalog.rows import csv_fields, display_path, outcome_row, render_table
 from harness.matrix.execute import CellResult, Runner
 from harness.paths import REPO_ROOT, results_dir
 from harness.run.runfolder import SCENARIO_FILE
@@ -75,16 +76,18 @@ def run_catalog(cells: Sequence[tuple[Entry, str]], runner: Runner, out_dir: Pat
 
 
 def reanalyze_rows(readme: Path, entries: Sequence[Entry], console: Console, root: Path = REPO_ROOT,
-                   on_cell: Callable[[CellResult], None] | None = None) -> list[dict[str, str]]:
-    """Re-run the analyzer on the run folders the outcome table links and rebuild those rows (the runs
-    themselves are not repeated). Rows whose folder is gone (or is not a run folder) are kept as they are;
-    `on_cell` sees each re-analysed cell."""
+                   on_cell: Callable[[CellResult], None] | None = None, which: str = "outcomes",
+                   kept_root: Path = KEPT_ROOT) -> list[dict[str, str]]:
+    """Re-run the analyzer on the run folders the outcome table (`which="earlier"`: the earlier runs) links
+    and rebuild those rows (the runs themselves are not repeated). A rebuilt row keeps its run folder as the
+    table wrote it and is judged against the scenario's expectation today (the catalog list's); the kept copy
+    of a re-analysed folder is refreshed. Rows whose folder is gone (or is not a run folder) are kept as they
+    are; `on_cell` sees each re-analysed cell."""
     from harness.analyze import analyze
-    from harness.matrix.execute import read_run_folder
 
     by_name = {e.name: e for e in entries}
     rows = []
-    for row in outcome_rows(readme):
+    for row in outcome_rows(readme, which):
         run_dir = root / row["run_dir"] if row.get("run_dir") else None
         entry = by_name.get(row["scenario"])
         if run_dir is None or entry is None or not (run_dir / SCENARIO_FILE).exists():
@@ -94,13 +97,48 @@ def reanalyze_rows(readme: Path, entries: Sequence[Entry], console: Console, roo
         except HarnessError as exc:         # an unusable folder: its row stays as it is
             console.print(f"{entry.name} on {row['version']}: kept ({exc.line()})", markup=False)
             continue
-        cell = read_run_folder(CellResult(scenario=entry.name, version=row["version"], run_dir=str(run_dir)),
-                               run_dir)
-        new = outcome_row(entry, cell)
+        new = row_of_run(entry, row["version"], run_dir)
+        new["run_dir"] = row["run_dir"]
         if on_cell is not None:
-            on_cell(cell)
-        console.print(f"{entry.name} on {row['version']}: {row.get('verdict')} → {new['verdict']}", markup=False)
+            on_cell(_cell_of(entry, row["version"], run_dir))
+        copy = refresh_copy(run_dir, kept_root)
+        console.print(f"{entry.name} on {row['version']}: {row.get('verdict')} → {new['verdict']}"
+                      + (f" (kept copy {display_path(str(copy))} refreshed)" if copy else ""), markup=False)
         rows.append(new)
+    return rows
+
+
+def _cell_of(entry: Entry, version: str, run_dir: Path) -> CellResult:
+    from harness.matrix.execute import read_run_folder
+
+    cell = read_run_folder(CellResult(scenario=entry.name, version=version, run_dir=str(run_dir)), run_dir)
+    cell.expected = entry.scenario.expectation_for(version)
+    return cell
+
+
+def row_of_run(entry: Entry, version: str, run_dir: Path) -> dict[str, str]:
+    """The outcome row of a finished (analysed) run folder, judged against the scenario's expectation today."""
+    return outcome_row(entry, _cell_of(entry, version, run_dir))
+
+
+def rows_of_runs(run_dirs: Sequence[Path], entries: Sequence[Entry]) -> list[dict[str, str]]:
+    """Outcome rows of finished run folders, e.g. of `harness run`s of catalog scenarios (`--add-runs`): read
+    from their verdict.json as it is (not re-analysed). The scenario and version come from the verdict; a folder
+    that is not an analysed run of a catalog scenario is an error naming it."""
+    from harness.analyze.summary import read_summary
+
+    by_name = {e.name: e for e in entries}
+    rows = []
+    for run_dir in run_dirs:
+        summary = read_summary(run_dir)
+        if summary is None or not summary.scenario or not summary.litellm_version:
+            raise HarnessError(f"{run_dir}: no verdict.json naming its scenario and version",
+                               f"run `harness analyze {run_dir}` first")
+        entry = by_name.get(str(summary.scenario))
+        if entry is None:
+            raise HarnessError(f"{run_dir}: scenario {summary.scenario} is not a catalog scenario",
+                               f"pick runs of: {', '.join(by_name)}")
+        rows.append(row_of_run(entry, str(summary.litellm_version), run_dir))
     return rows
 
 
@@ -112,17 +150,24 @@ def catalog_command(versions: str | None, scenarios: str | None, update: bool, s
                     duration: float | None, console: Console, runner: Runner | None = None,
                     directory: Path = SCENARIOS_DIR, reanalyze: bool = False,
                     on_cell: Callable[[CellResult], None] | None = None,
-                    on_out_dir: Callable[[Path], None] | None = None) -> int:
+                    on_out_dir: Callable[[Path], None] | None = None,
+                    add_runs: Sequence[Path] = ()) -> int:
     """`harness catalog`: 0 when every cell that ran matches its expectation, 1 when one does not.
     `on_cell` sees each cell's CellResult as it ends, `on_out_dir` the catalog folder once it is chosen
-    (both for --json / --junit)."""
+    (both for --json / --junit). `add_runs`: put these finished run folders into the outcome table (with
+    `reanalyze` too, after the re-analysis)."""
     entries_all = discover(directory)
     readme = directory / README
-    if reanalyze:
-        rows = reanalyze_rows(readme, entries_all, console, on_cell=on_cell)
-        update_readme(readme, rows, entries_all)
-        console.print(f"{len(rows)} row(s) re-analysed in {readme}")
-        return 0 if all(r["match"] != "NO" for r in rows) else 1
+    if reanalyze or add_runs:
+        rows, earlier = [], []
+        if reanalyze:
+            rows = reanalyze_rows(readme, entries_all, console, on_cell=on_cell)
+            earlier = reanalyze_rows(readme, entries_all, console, which="earlier")
+        added = rows_of_runs(add_runs, entries_all)
+        update_readme(readme, [*rows, *added], entries_all, earlier_rows=earlier)
+        console.print(f"{len(rows) + len(earlier)} row(s) re-analysed, {len(added)} run(s) added in {readme}")
+        _say_claims(readme, console)
+        return 0 if all(r["match"] != "NO" for r in [*rows, *added]) else 1
     if schema_only:
         update_readme(readme, None, entries_all)
         console.print(f"schema and catalog list refreshed in {readme}")
@@ -143,5 +188,18 @@ def catalog_command(versions: str | None, scenarios: str | None, update: bool, s
     rows = run_catalog(cells, runner, out_dir, say=console.print, on_row=refresh, on_cell=on_cell)
     if update:
         console.print(f"outcome table updated in {readme}")
+        _say_claims(readme, console)
     console.print(render_table(rows), markup=False, highlight=False)
     return 0 if all(r["match"] != "NO" for r in rows) else 1
+
+
+def _say_claims(readme: Path, console: Console) -> None:
+    """After the table changed: the prose's claims that no longer agree with it (claims.py), one line each."""
+    from harness.matrix.catalog.claims import check_file
+
+    problems = check_file(readme)
+    for problem in problems:
+        console.print(f"prose vs table: {problem}", markup=False)
+    if problems:
+        console.print(f"{len(problems)} claim(s) in {readme} to fix by hand (the table is right: it is the runs)",
+                      markup=False)

@@ -1,9 +1,15 @@
 """One outcome row per (scenario, version): built from a matrix `CellResult`, written to catalog.csv, shown as
-the outcome table (Markdown) and read back from it."""
+the outcome table (Markdown) and read back from it.
+
+In the README each row carries HTML anchors, `#<scenario>-<version>` (current rows only) and `#<run-id>` (the
+run folder's name), so prose can link the row that backs a claim (harness/matrix/catalog/claims.py checks
+those links); a run folder with a kept copy (evidence.py) is a link to it. Both are read back as plain values.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from harness.matrix.catalog.plan import Entry
@@ -65,11 +71,50 @@ def display_path(run_dir: str) -> str:
         return run_dir
 
 
-def render_table(rows: Sequence[dict[str, str]]) -> str:
+def row_anchor(scenario: str, version: str) -> str:
+    """The anchor of the current row of a cell: `<scenario>-<version>`."""
+    return f"{scenario}-{version}"
+
+
+def run_id(run_dir: str) -> str:
+    """The run id of a table's run folder (its last path part); "" when there is none."""
+    return Path(run_dir).name if run_dir else ""
+
+
+def anchor_tag(name: str) -> str:
+    return f'<a id="{name}"></a>'
+
+
+def render_table(rows: Sequence[dict[str, str]], anchors: bool = False,
+                 run_link: Callable[[str], str | None] | None = None) -> str:
+    """The Markdown table of `rows`. `anchors`: the version cell starts with the row's anchors (the cell's
+    `#<scenario>-<version>` unless the row is an earlier run, `row["earlier"]`, and `#<run-id>`); `run_link`:
+    a run folder → the link target of its kept copy (None: plain text)."""
     head = "| " + " | ".join(h for _, h in COLUMNS) + " |"
     sep = "|" + "|".join("---" for _ in COLUMNS) + "|"
-    body = ["| " + " | ".join(md_cell(str(r.get(c, ""))) for c, _ in COLUMNS) + " |" for r in rows]
+    body = []
+    for r in rows:
+        cells = {c: md_cell(str(r.get(c, ""))) for c, _ in COLUMNS}
+        if anchors:
+            names = [] if r.get("earlier") else [row_anchor(r.get("scenario", ""), r.get("version", ""))]
+            names += [run_id(r.get("run_dir", ""))] if r.get("run_dir") else []
+            cells["version"] = "".join(anchor_tag(n) for n in names) + cells["version"]
+        target = run_link(r.get("run_dir", "")) if run_link is not None and r.get("run_dir") else None
+        if target:
+            cells["run_dir"] = f"[{cells['run_dir']}]({target})"
+        body.append("| " + " | ".join(cells[c] for c, _ in COLUMNS) + " |")
     return "\n".join([head, sep, *body])
+
+
+ANCHOR_RE = re.compile(r'<a id="[^"]*"></a>')
+LINK_RE = re.compile(r"^\[(?P<text>[^\]]*)\]\([^)]*\)$")
+
+
+def _plain(column: str, value: str) -> str:
+    """A cell as the row holds it: without the anchors `render_table` added, a run folder link as its text."""
+    value = ANCHOR_RE.sub("", value).strip()
+    link = LINK_RE.match(value) if column == "run_dir" else None
+    return link.group("text") if link else value
 
 
 def parse_table(text: str) -> list[dict[str, str]]:
@@ -86,7 +131,8 @@ def parse_table(text: str) -> list[dict[str, str]]:
         cells = _split_row(line)
         if len(cells) != len(headings):
             continue
-        rows.append({by_heading[h]: v.strip().replace("\\|", "|") for h, v in zip(headings, cells, strict=True)})
+        rows.append({by_heading[h]: _plain(by_heading[h], v.strip().replace("\\|", "|"))
+                     for h, v in zip(headings, cells, strict=True)})
     return rows
 
 
@@ -108,13 +154,35 @@ def _split_row(line: str) -> list[str]:
     return parts
 
 
+def run_time(run_dir: str) -> str:
+    """When a run folder was made, from its run id (`YYYYMMDD-HHMMSS-…`); "" when the name does not say."""
+    m = re.match(r"\d{8}-\d{6}", run_id(run_dir))
+    return m.group(0) if m else ""
+
+
 def merge_rows(old: Sequence[dict[str, str]], new: Sequence[dict[str, str]],
-               order: Sequence[tuple[str, str]] = ()) -> list[dict[str, str]]:
+               order: Sequence[tuple[str, str]] = (), earlier: list[dict[str, str]] | None = None
+               ) -> list[dict[str, str]]:
     """`new` rows replace `old` rows of the same (scenario, version); the rest of `old` is kept. Sorted by
-    `order` ((scenario, version) pairs of the catalog), rows not in it last in their previous order."""
+    `order` ((scenario, version) pairs of the catalog), rows not in it last in their previous order.
+
+    When the two rows of a cell are different runs (different run folders), the later run (by run id) is the
+    cell's row and the other one is appended to `earlier` (the README's earlier runs): a row is never dropped
+    because its cell was run again, and an older run added afterwards does not displace a newer one."""
     merged: dict[tuple[str, str], dict[str, str]] = {(r["scenario"], r["version"]): dict(r) for r in old}
     for r in new:
-        merged[(r["scenario"], r["version"])] = dict(r)
+        key = (r["scenario"], r["version"])
+        prev = merged.get(key)
+        if prev is not None and prev.get("run_dir") and r.get("run_dir") and run_id(prev["run_dir"]) != run_id(
+                r["run_dir"]):
+            t_new, t_prev = run_time(r["run_dir"]), run_time(prev["run_dir"])
+            if t_new and t_prev and t_new < t_prev:
+                if earlier is not None:
+                    earlier.append(dict(r))
+                continue
+            if earlier is not None:
+                earlier.append(prev)
+        merged[key] = dict(r)
     rank = {key: i for i, key in enumerate(order)}
     previous = {key: i for i, key in enumerate(merged)}
     keys = sorted(merged, key=lambda k: (rank.get(k, len(rank)), previous[k]))
