@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from harness.errors import HarnessError, Interrupted
+from harness.run import exclusive as exclusive_defaults
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Reproduce and load-test the LiteLLM proxy's phantom-budget bug.")
@@ -23,6 +24,7 @@ report_app = typer.Typer(no_args_is_help=True, help="A run's report.md, on GitHu
 app.add_typer(report_app, name="report")
 
 console = Console(stderr=True)
+DEFAULT_EXCLUSIVE_WAIT_S = exclusive_defaults.DEFAULT_WAIT_S
 
 # --json / --junit of run, analyze, matrix, catalog, bisect (harness/results_io/; schema in docs/results-schema.json)
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON summary object on stdout at the end "
@@ -30,6 +32,13 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON summary ob
 JunitOpt = Annotated[Path | None, typer.Option("--junit", help="write a JUnit XML file: one test case per run, "
                                                               "a failure when the verdict contradicts the "
                                                               "expectation")]
+# one machine, one experiment (harness/run/exclusive.py) and repeats (harness/matrix/cells.py: the agreement rule)
+ExclusiveOpt = Annotated[bool, typer.Option(help="wait until no other harness run or stack is on this machine "
+                                                 "(a starved stack's verdict is noise)")]
+ExclusiveWaitOpt = Annotated[float, typer.Option(min=0, help="--exclusive: give up (exit 2) after this many "
+                                                              "seconds")]
+RepeatOpt = Annotated[int, typer.Option(min=1, help="runs, each on a fresh stack, judged together (the verdict "
+                                                    "their quiet runs agree on)")]
 
 
 # -- environments ----------------------------------------------------------------------------------
@@ -143,26 +152,40 @@ def run(
     name: Annotated[str | None, typer.Option(help="stack name (default: 'default' with --reuse, "
                                              "else run-<run-id>)")] = None,
     processes: Annotated[int, typer.Option(min=1, help="Locust worker processes")] = 1,
-    out: Annotated[Path | None, typer.Option(help="run folder (default results/<run-id>)")] = None,
+    out: Annotated[Path | None, typer.Option(help="run folder (default results/<run-id>; with --repeat the "
+                                            "repeat folder, default results/repeat-<id>)")] = None,
+    repeat: RepeatOpt = 1,
+    exclusive: ExclusiveOpt = False,
+    exclusive_wait: ExclusiveWaitOpt = DEFAULT_EXCLUSIVE_WAIT_S,
     json_out: JsonOpt = False,
     junit: JunitOpt = None,
 ) -> None:
     """Run one scenario end to end and analyze it; exit 0 when the verdict matches the expectation.
 
+    --repeat N: N runs, each on a fresh stack, judged together (a one-cell matrix in results/repeat-<id>:
+    the verdict all quiet repeats agree on, starved repeats set aside; harness/matrix/cells.py).
+
     Bad input (scenario, version, backend, a fault the backend cannot do, --reuse without a running stack)
     exits 2 before anything starts, with no run folder. Ctrl-C during the load or drain still drains and writes
     the report, then exits 130.
     """
-    from harness.results_io import ResultsOutput, run_results
+    from harness.results_io import ResultsOutput, cells_results, run_results
     from harness.run.experiment import RunOptions, run_scenario
 
     results = ResultsOutput(json_out, junit)
+    opts = RunOptions(litellm=litellm, backend=backend, replicas=replicas, duration=duration, seed=seed, reuse=reuse,
+                      keep=keep, processes=processes, out=out, stack_name=name, exclusive=exclusive,
+                      exclusive_wait_s=exclusive_wait)
+    if repeat > 1:
+        from harness.matrix import repeat_command
+
+        with results.capture():
+            res = repeat_command(scenario, repeat, opts, console)
+        results.emit(cells_results("run-repeat", res.results, res.exit_code, str(res.out_dir.absolute())))
+        raise typer.Exit(res.exit_code)
     run_dirs: list[Path] = []
     with results.capture():
-        code = run_scenario(scenario, RunOptions(litellm=litellm, backend=backend, replicas=replicas,
-                                                 duration=duration, seed=seed, reuse=reuse, keep=keep,
-                                                 processes=processes, out=out, stack_name=name), console=console,
-                            on_run_dir=run_dirs.append)
+        code = run_scenario(scenario, opts, console=console, on_run_dir=run_dirs.append)
     results.emit(run_results("run", run_dirs[0], code))
     raise typer.Exit(code)
 
@@ -194,16 +217,21 @@ def matrix(
     duration: Annotated[float | None, typer.Option(help="override the load duration (s)")] = None,
     out: Annotated[Path | None, typer.Option(help="matrix folder (default results/matrix-<id>)")] = None,
     backend: Annotated[str | None, typer.Option(help="override each scenario's backend: local | compose")] = None,
+    exclusive: ExclusiveOpt = False,
+    exclusive_wait: ExclusiveWaitOpt = DEFAULT_EXCLUSIVE_WAIT_S,
     json_out: JsonOpt = False,
     junit: JunitOpt = None,
 ) -> None:
-    """Every scenario on every version: matrix.csv/.md, summary.png; exit 1 if a cell contradicts its expectation."""
+    """Every scenario on every version: matrix.csv/.md, summary.png; exit 1 if a cell contradicts its expectation
+    on a quiet machine (a contradiction seen only in starved runs is reported, not failed)."""
     from harness.matrix import matrix_command
     from harness.results_io import ResultsOutput, cells_results
+    from harness.run.experiment import RunOptions
 
     results = ResultsOutput(json_out, junit)
+    opts = RunOptions(exclusive=exclusive, exclusive_wait_s=exclusive_wait)
     with results.capture():
-        res = matrix_command(versions, scenario, repeat, baseline, duration, out, console, backend)
+        res = matrix_command(versions, scenario, repeat, baseline, duration, out, console, backend, options=opts)
     results.emit(cells_results("matrix", res.results, res.exit_code, str(res.out_dir.absolute())))
     raise typer.Exit(res.exit_code)
 
@@ -219,17 +247,21 @@ def bisect(
     min_phantoms: Annotated[int, typer.Option(help="REPRODUCED counts only with this many phantoms …")] = 0,
     min_leaked: Annotated[float, typer.Option(help="… or this much leaked $; weaker evidence counts as clean")] = 0.0,
     resume: Annotated[Path | None, typer.Option(help="reuse the probes of an earlier results/bisect-<id>")] = None,
+    exclusive: ExclusiveOpt = False,
+    exclusive_wait: ExclusiveWaitOpt = DEFAULT_EXCLUSIVE_WAIT_S,
     json_out: JsonOpt = False,
     junit: JunitOpt = None,
 ) -> None:
     """First released version where the outcome changes (first bad, or first fixed when bad is older)."""
     from harness.matrix import run_bisect
     from harness.results_io import ResultsOutput, bisect_results
+    from harness.run.experiment import RunOptions
 
     results = ResultsOutput(json_out, junit)
     with results.capture():
         res, out_dir = run_bisect(scenario, good, bad, duration, check_ends, out, console, min_phantoms,
-                                  min_leaked, resume)
+                                  min_leaked, resume,
+                                  options=RunOptions(exclusive=exclusive, exclusive_wait_s=exclusive_wait))
     results.emit(bisect_results(res, res.exit_code, str(out_dir.absolute())))
     raise typer.Exit(res.exit_code)
 

@@ -103,6 +103,10 @@ class Summary(BaseModel):
     underbilled_usd: float | None = None
     unbilled_requests: int | None = None        # delivered upstream, no spend-log row after the drain
     unbilled_usd: float | None = None
+    # contention: was the stack starved during the load (None: not recorded; rule: analyze/checks/contention.py)
+    starved: bool | None = None
+    foreign_cpu_share: float | None = None      # CPU share of the machine taken outside this run (+ steal)
+    other_stacks: int | None = None             # other harness stacks running at the same time (most at once)
 
     @property
     def outcome(self) -> str | None:

@@ -24,15 +24,17 @@ from harness.errors import HarnessError
 if TYPE_CHECKING:
     from harness.matrix.bisect import BisectResult
     from harness.matrix.matrix import MatrixResult
+    from harness.run.experiment import RunOptions
 
 DEFAULT_SCENARIO = Path("scenarios/phantom-budget.yaml")
 
 
 def matrix_command(versions: str, scenarios: list[Path] | None, repeat: int, baseline: Path | None,
                    duration: float | None, out: Path | None, console: Console,
-                   backend: str | None = None) -> MatrixResult:
+                   backend: str | None = None, options: RunOptions | None = None) -> MatrixResult:
     """`harness matrix`: the result's exit_code is the release gate's (harness.matrix.matrix.run_matrix).
-    `backend`: every cell on that backend (`--backend compose`: the release gate in CI), else each scenario's."""
+    `backend`: every cell on that backend (`--backend compose`: the release gate in CI), else each scenario's.
+    `options`: the `harness run` options of every cell (--exclusive)."""
     from harness.matrix.execute import RealRunner
     from harness.matrix.matrix import command_line, new_matrix_dir, parse_versions, run_matrix
     from harness.paths import results_dir
@@ -41,9 +43,29 @@ def matrix_command(versions: str, scenarios: list[Path] | None, repeat: int, bas
         raise HarnessError("--repeat must be at least 1", "pass --repeat 1 or more")
     out_dir = out or new_matrix_dir(results_dir())
     return run_matrix(scenarios or [DEFAULT_SCENARIO], parse_versions(versions),
-                      RealRunner(console, duration, backend=backend),
+                      RealRunner(console, duration, backend=backend, options=options),
                       out_dir, console, repeat=repeat, baseline=baseline, duration=duration,
                       command=command_line(sys.argv[1:]))
+
+
+def repeat_command(scenario: Path, repeat: int, options: RunOptions, console: Console) -> MatrixResult:
+    """`harness run S --repeat N`: a one-cell matrix (scenario × its version × N repeats) in
+    results/repeat-<id>/ (matrix.csv/.md, runs/), judged by the repeats' agreement rule (harness/matrix/cells.py);
+    exit code: the gate's (0 the cell matches its expectation, 1 not; a cell contradicting it only in starved
+    runs is not judged)."""
+    from harness.matrix.execute import RealRunner
+    from harness.matrix.matrix import command_line, new_matrix_dir, run_matrix
+    from harness.paths import results_dir
+    from harness.run.experiment import resolve_scenario
+
+    version = resolve_scenario(scenario, options).litellm     # bad input: one line, before anything starts
+    if options.reuse or options.keep or options.stack_name:
+        raise HarnessError("--repeat runs each repeat on a fresh stack: --reuse, --keep and --name do not apply",
+                           "drop them, or run without --repeat")
+    out_dir = options.out or new_matrix_dir(results_dir(), "repeat")
+    runner = RealRunner(console, options.duration, backend=options.backend, options=options)
+    return run_matrix([scenario], [version], runner, out_dir, console, repeat=repeat, duration=options.duration,
+                      command=command_line(sys.argv[1:]), plot=False)
 
 
 def bisect_command(scenario: Path, good: str, bad: str, duration: float | None, check_ends: bool,
@@ -56,9 +78,10 @@ def bisect_command(scenario: Path, good: str, bad: str, duration: float | None, 
 
 def run_bisect(scenario: Path, good: str, bad: str, duration: float | None, check_ends: bool,
                out: Path | None, console: Console, min_phantoms: int = 0, min_leaked: float = 0.0,
-               resume: Path | None = None) -> tuple[BisectResult, Path]:
-    """The bisection itself: its result and its folder (bisect.md, bisect.csv, runs/)."""
-    from harness.litellm.versions import resolve
+               resume: Path | None = None, options: RunOptions | None = None) -> tuple[BisectResult, Path]:
+    """The bisection itself: its result and its folder (bisect.md, bisect.csv, runs/). `options`: the
+    `harness run` options of every probe (--exclusive)."""
+    from harness.litellm.candidate import parse
     from harness.matrix import bisect as bs
     from harness.matrix import pypi
     from harness.matrix.execute import CellResult, RealRunner
@@ -67,14 +90,14 @@ def run_bisect(scenario: Path, good: str, bad: str, duration: float | None, chec
     from harness.scenario.model import load_scenario
 
     name = load_scenario(scenario).name
-    for v in (good, bad):
-        resolve(v)                                  # the ends must be runnable: one clear line otherwise
+    # the ends must be runnable (one clear line otherwise); a candidate end (wheel / tree) is its label from here
+    good, bad = parse(good).label, parse(bad).label
     releases = pypi.final_releases(pypi.fetch_index())
     inside, excluded = pypi.between(releases, good, bad, pypi.harness_accepts)
     out_dir = out or new_matrix_dir(results_dir(), "bisect")
     out_dir.mkdir(parents=True, exist_ok=True)
     command = command_line(sys.argv[1:])
-    runner = RealRunner(console, duration)
+    runner = RealRunner(console, duration, options=options)
     known = bs.read_probes(resume, out_dir) if resume else {}
     started = time.time()
     console.print(f"bisect {name}: {len(inside)} release(s) strictly between {good} (good) and {bad} (bad), "

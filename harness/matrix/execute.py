@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rich.console import Console
 
 from harness.analyze.summary import outcome_of, read_summary
 from harness.errors import HarnessError
 from harness.run.runfolder import REQUESTS_FILE, VERDICT_FILE
+
+if TYPE_CHECKING:
+    from harness.run.experiment import RunOptions
 
 # Cell status: the run happened (ok), the version cannot be installed, the scenario cannot run on that
 # version (a setting it lacks), or something broke (stack did not come up, analysis failed).
@@ -53,6 +56,8 @@ class CellResult:
     run_dir: str = ""
     reason: str = ""                     # first verdict reason, or why the cell did not run
     repeat: int = 1
+    starved: bool | None = None          # the stack was starved during the load (None: not recorded)
+    foreign_cpu_share: float | None = None   # CPU share of the machine taken outside this run (+ steal)
 
     @property
     def outcome(self) -> str | None:
@@ -87,7 +92,9 @@ class CellResult:
                     kwargs[f.name] = raw or (OK if f.name == "status" else "")
                 continue
             kind = str(f.type)
-            if kind.startswith("int"):
+            if kind.startswith("bool"):
+                kwargs[f.name] = raw.strip().lower() in ("true", "1", "yes")
+            elif kind.startswith("int"):
                 kwargs[f.name] = int(float(raw))
             elif kind.startswith("float"):
                 kwargs[f.name] = float(raw)
@@ -106,31 +113,33 @@ class RealRunner:
     """The real thing: env (cached), `run_scenario` (stack up → load → drain → stack down → analysis)."""
 
     def __init__(self, console: Console, duration: float | None = None, retry_errors: int = 1,
-                 backend: str | None = None) -> None:
+                 backend: str | None = None, options: RunOptions | None = None) -> None:
         self.console = console
         self.duration = duration
         self.retry_errors = retry_errors    # a stack that did not come up (port race, slow start) is retried
         self.backend = backend              # None: each scenario's own
+        self.options = options              # the other `harness run` options of every cell (--exclusive, …)
 
     def __call__(self, scenario_path: Path, version: str, out_dir: Path) -> CellResult:
+        from harness.litellm import candidate
         from harness.litellm import env as litellm_env
-        from harness.litellm import versions
         from harness.run.experiment import RunOptions, resolve_scenario, run_scenario
         from harness.scenario.model import load_scenario
 
         t0 = time.monotonic()
         name = load_scenario(scenario_path).name
         cell = CellResult(scenario=name, version=version, run_dir=str(out_dir))
-        opts = RunOptions(litellm=version, out=out_dir, duration=self.duration, backend=self.backend)
+        opts = replace(self.options or RunOptions(), litellm=version, out=out_dir, duration=self.duration,
+                       backend=self.backend)
         try:
-            versions.resolve(version)
+            candidate.parse(version)        # a release, or a wheel / source tree (its path or its label)
         except HarnessError as exc:
             return _done(cell, t0, status=UNINSTALLABLE, reason=exc.problem)
         try:
             scenario = resolve_scenario(scenario_path, opts)
         except HarnessError as exc:
             return _done(cell, t0, status=UNSUPPORTED, reason=exc.problem)
-        cell.expected = scenario.expectation_for(version)
+        cell.expected = scenario.expectation_for(scenario.litellm)      # a candidate's declared version
         try:
             if scenario.backend == "local":     # a local environment; Compose runs the version's image
                 litellm_env.ensure(version, console=self.console)
@@ -174,7 +183,8 @@ def read_run_folder(cell: CellResult, run_dir: Path) -> CellResult:
     cell.expected = summary.expected or cell.expected
     cell.reason = summary.reason[:300]
     for name in ("phantoms", "phantom_users", "first_phantom_s", "max_inflation_usd", "user_max_inflation_usd",
-                 "leaked_usd", "leaked_users", "deflated_usd", "deflated_users", "requests", "req_per_s"):
+                 "leaked_usd", "leaked_users", "deflated_usd", "deflated_users", "requests", "req_per_s",
+                 "starved", "foreign_cpu_share"):
         setattr(cell, name, getattr(summary, name))
     cell.p50_s, cell.p99_s = latency_percentiles(run_dir / REQUESTS_FILE)
     return cell

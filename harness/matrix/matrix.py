@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from harness.errors import HarnessError
-from harness.matrix.cells import Cell, append_csv, group, read_csv
+from harness.matrix.cells import Cell, append_csv, gate_exit_code, group, read_csv
 from harness.matrix.compare import CellDelta, compare
 from harness.matrix.execute import OK, CellResult, Runner
 from harness.matrix.plot import plot_summary
@@ -37,17 +37,27 @@ class MatrixResult:
 
 
 def parse_versions(text: str) -> list[str]:
+    """--versions: releases, and candidate builds by path (a wheel, a source tree: harness/litellm/candidate.py),
+    which become their labels (1.84.0+wheel.<sha256:16>, …) — a cell's name; the runner gets the build back."""
     from packaging.version import InvalidVersion, Version
+
+    from harness.litellm.candidate import is_path, parse
 
     out = [v.strip() for v in re.split(r"[,\s]+", text) if v.strip()]
     if not out:
         raise HarnessError("--versions is empty", "pass e.g. --versions 1.84.0,1.108.7")
+    labels: list[str] = []
     for v in out:
+        if is_path(v):
+            labels.append(parse(v).label)       # a bad path: one line naming it
+            continue
         try:
             Version(v)
         except InvalidVersion:
-            raise HarnessError(f"--versions: '{v}' is not a version", "pass exact releases such as 1.84.0") from None
-    return list(dict.fromkeys(out))
+            raise HarnessError(f"--versions: '{v}' is not a version", "pass exact releases such as 1.84.0, or the "
+                               "path of a LiteLLM wheel / source tree") from None
+        labels.append(v)
+    return list(dict.fromkeys(labels))
 
 
 def new_matrix_dir(root: Path, prefix: str = "matrix") -> Path:
@@ -117,7 +127,7 @@ def run_matrix(scenarios: list[Path], versions: list[str], runner: Runner, out_d
         console.print(f"[{color}]{escape(name)} × {escape(version)}: {escape(summary_line(result))}[/]")
 
     cells = group(results)
-    exit_code = 1 if any(c.matches is False for c in cells) else 0
+    exit_code = gate_exit_code(cells)
     picture = None
     if plot and cells:
         plot_summary(cells, out_dir / PNG_NAME, f"{out_dir.name}: verdict per LiteLLM version")
@@ -191,7 +201,7 @@ def rerender(out_dir: Path, refresh: bool = False) -> int:
         for r in results:
             append_csv(out_dir / CSV_NAME, r)
     cells = group(results)
-    exit_code = 1 if any(c.matches is False for c in cells) else 0
+    exit_code = gate_exit_code(cells)
     plot_summary(cells, out_dir / PNG_NAME, f"{out_dir.name}: verdict per LiteLLM version")
     notes = []
     if (out_dir / COMPARISON_NAME).exists():

@@ -67,7 +67,8 @@ def matrix_table(cells: Iterable[Cell], base: Path) -> str:
 
 def render_matrix_md(cells: list[Cell], base: Path, title: str, command: str, exit_code: int | None,
                      picture: str | None, notes: list[str] | None = None) -> str:
-    contradictions = [c for c in cells if c.matches is False]
+    contradictions = [c for c in cells if c.fails_gate]
+    starved = [c for c in cells if c.matches is False and c.starved]
     if exit_code is None:
         gate = "running …"
     elif contradictions:
@@ -75,7 +76,11 @@ def render_matrix_md(cells: list[Cell], base: Path, title: str, command: str, ex
                 + ", ".join(f"{c.scenario} × {c.version} ({c.verdict}, expected {c.expected})"
                             for c in contradictions))
     else:
-        gate = f"**PASS** (exit {exit_code}): every cell that ran matches its expectation"
+        gate = f"**PASS** (exit {exit_code}): every cell that ran on a quiet machine matches its expectation"
+    if starved and exit_code is not None:
+        gate += (f"; **NOT JUDGED**: {len(starved)} cell(s) contradict their expectation only in starved runs "
+                 "(another harness stack or foreign CPU during the load) — rerun them on a quiet machine "
+                 "(`--exclusive`): " + ", ".join(f"{c.scenario} × {c.version} ({c.verdict})" for c in starved))
     parts = [f"# {title}", "", f"Release gate: {gate}", "", f"Command: `{command}`", ""]
     if picture:
         parts += [f"![summary]({picture})", ""]
@@ -87,6 +92,11 @@ def render_matrix_md(cells: list[Cell], base: Path, title: str, command: str, ex
               "HTTP 200 requests; *wall* — env check/build + stack + load + drain + analysis. With repeats: median "
               "(min–max). INCONCLUSIVE, errors and uninstallable versions never count as a match; uninstallable / "
               "unsupported cells do not fail the gate (n/a).", ""]
+    noted = [c for c in cells if c.note]
+    if noted:
+        parts += ["Starvation (the repeats' agreement rule: harness/matrix/cells.py):", ""]
+        parts += [f"- {c.scenario} × {c.version}: {c.note}" for c in noted]
+        parts.append("")
     why = [c for c in cells if c.reason]
     if why:
         parts += ["Why some cells did not decide:", ""]

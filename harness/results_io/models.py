@@ -12,8 +12,10 @@ the JUnit file (harness/results_io/junit.py) and the exit code agree on:
 - passed: the verdict matches the expectation;
 - failed: it does not (including INCONCLUSIVE: a release gate cannot pass a run that decided nothing);
 - error: the harness could not produce a verdict (stack did not come up, analysis failed; cell status `error`);
-- skipped: the version cannot run the scenario (cell status `uninstallable` / `unsupported`); not counted by
-  the gate.
+- skipped: the version cannot run the scenario (cell status `uninstallable` / `unsupported`), or the run
+  contradicts its expectation but its stack was starved (`starved`: another harness stack or foreign CPU
+  during the load; the repeats' agreement rule in harness/matrix/cells.py sets it aside); not counted by the
+  gate.
 """
 
 from __future__ import annotations
@@ -41,12 +43,14 @@ def verdict_line(verdict: str | None, expected: str | None, status: str = OK, re
     return f"{verdict or 'no verdict'} — expected {expected or 'nothing'}"
 
 
-def cell_gate(status: str, matches: bool | None) -> Gate:
+def cell_gate(status: str, matches: bool | None, starved: bool | None = None) -> Gate:
     if status in (UNINSTALLABLE, UNSUPPORTED):
         return "skipped"
     if status == ERROR:
         return "error"
-    return "passed" if matches else "failed"
+    if matches:
+        return "passed"
+    return "skipped" if starved else "failed"
 
 
 def _typed_command() -> str:
@@ -133,20 +137,26 @@ class CellEntry(BaseModel):
     env_s: float | None = Field(None, description="Building / checking the version's environment (s).")
     run_dir: str = Field("", description="The run folder (a matrix's: relative to its matrix folder).")
     reason: str = Field("", description="First verdict reasons, or why the cell did not run.")
+    starved: bool | None = Field(None, description="The stack was starved during the load (another harness stack "
+                                                   "or foreign CPU); null: not recorded.")
+    foreign_cpu_share: float | None = Field(None, description="CPU share of the machine taken outside the run "
+                                                              "during the load (+ hypervisor steal).")
 
     @classmethod
     def of(cls, cell: CellResult) -> CellEntry:
         # only the fields this model knows: a CellResult field added later must not lose a finished matrix's
         # output (tests/results_io checks that every CellResult field is here)
         known = {k: v for k, v in asdict(cell).items() if k in cls.model_fields}
-        return cls(**known, matches=cell.matches, gate=cell_gate(cell.status, cell.matches),
+        return cls(**known, matches=cell.matches, gate=cell_gate(cell.status, cell.matches, cell.starved),
                    verdict_line=verdict_line(cell.verdict, cell.expected, cell.status, cell.reason))
 
 
 class CellsResults(_Doc):
-    """`harness matrix --json` / `harness catalog --json`: one entry per run, in the order they ran."""
+    """`harness matrix --json` / `harness catalog --json` / `harness run --repeat N --json` (command
+    `run-repeat`): one entry per run, in the order they ran."""
 
-    command: Literal["matrix", "catalog"] = Field(description="The harness command that wrote this document.")
+    command: Literal["matrix", "catalog", "run-repeat"] = Field(
+        description="The harness command that wrote this document.")
     out_dir: str | None = Field(description="The matrix / catalog folder (matrix.md, catalog.csv); null when the "
                                             "command wrote none (catalog --reanalyze, --schema-only).")
     counts: Counts = Field(description="Runs per gate.")
@@ -202,7 +212,7 @@ class Results(RootModel[Annotated[RunResults | CellsResults | BisectResults, Fie
     """What `harness run|analyze|matrix|catalog|bisect --json` prints: exactly one JSON object on stdout."""
 
 
-def cells_results(command: Literal["matrix", "catalog"], cells: list[CellResult], exit_code: int,
+def cells_results(command: Literal["matrix", "catalog", "run-repeat"], cells: list[CellResult], exit_code: int,
                   out_dir: str | None) -> CellsResults:
     entries = [CellEntry.of(c) for c in cells]
     return CellsResults(command=command, exit_code=exit_code, out_dir=out_dir,

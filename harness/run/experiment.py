@@ -35,9 +35,11 @@ from rich.markup import escape
 
 from harness import __version__
 from harness.errors import HarnessError, Interrupted
-from harness.litellm import versions
+from harness.litellm import candidate
+from harness.litellm.candidate import Candidate
 from harness.paths import results_dir
 from harness.run.context import Clock, RunContext
+from harness.run.exclusive import DEFAULT_WAIT_S, machine_turn
 from harness.run.progress import PlainProgress, progress_line, progress_table
 from harness.run.runfolder import META_FILE, SCENARIO_FILE, MetaWriter, new_run_id
 from harness.run.stages import Stage, default_stages, load_where
@@ -52,7 +54,7 @@ INTERRUPTED_EXIT = 130     # the shell convention for SIGINT, as `harness` exits
 
 @dataclass
 class RunOptions:
-    litellm: str | None = None
+    litellm: str | Candidate | None = None     # a release, a wheel / source tree (path), or its Candidate
     backend: str | None = None
     replicas: int | None = None
     duration: float | None = None
@@ -63,11 +65,22 @@ class RunOptions:
     out: Path | None = None
     stack_name: str | None = None
     analyze: bool = True
+    exclusive: bool = False           # wait until no other harness run or stack is on the machine
+    exclusive_wait_s: float = DEFAULT_WAIT_S
 
 
 def resolve_scenario(path: Path, opts: RunOptions) -> Scenario:
-    """The scenario with the command line's overrides, its LiteLLM version checked (HarnessError if bad)."""
-    overrides: dict[str, Any] = {"litellm": opts.litellm, "backend": opts.backend, "replicas": opts.replicas,
+    """The scenario with the command line's overrides, its LiteLLM build checked (HarnessError if bad); its
+    `litellm` is the build's declared version (resolve_build also returns the build)."""
+    return resolve_build(path, opts)[0]
+
+
+def resolve_build(path: Path, opts: RunOptions) -> tuple[Scenario, Candidate]:
+    """The scenario with the command line's overrides and the LiteLLM build it runs (a release, or a candidate:
+    harness/litellm/candidate.py). The scenario's `litellm` becomes the build's *declared* version, so that
+    `expect_by_version`, the run id and every version rule see a version, never a path."""
+    litellm = None if isinstance(opts.litellm, Candidate) else opts.litellm
+    overrides: dict[str, Any] = {"litellm": litellm, "backend": opts.backend, "replicas": opts.replicas,
                                  "seed": opts.seed}
     scenario = load_scenario(path, overrides)
     if opts.duration is not None:
@@ -75,11 +88,14 @@ def resolve_scenario(path: Path, opts: RunOptions) -> Scenario:
         scenario.load.stages = []
     if opts.processes > 1:
         scenario.load.processes = opts.processes
-    lv = versions.resolve(scenario.litellm)
+    build = candidate.parse(opts.litellm if isinstance(opts.litellm, Candidate) else scenario.litellm)
+    candidate.check_backend(build, scenario.backend)
+    scenario.litellm = build.version
+    lv = build.traits()
     if scenario.litellm_settings.disable_budget_reservation is not None and not lv.has_disable_budget_reservation:
         raise HarnessError(f"{path}: litellm_settings.disable_budget_reservation needs LiteLLM 1.89.1 or newer "
                            f"(scenario runs {scenario.litellm})", "remove the setting or pick a newer version")
-    return scenario
+    return scenario, build
 
 
 @dataclass
@@ -98,18 +114,19 @@ def prepare(path: Path, opts: RunOptions, stack_factory: StackFactory) -> Prepar
     """Step 1: every check that can refuse the run, before the run folder exists."""
     from harness.nemesis.registry import check_capabilities
 
-    scenario = resolve_scenario(path, opts)
-    run_id = new_run_id(scenario.name, scenario.litellm)
+    scenario, build = resolve_build(path, opts)
+    run_id = new_run_id(scenario.name, build.label)
     run_dir = (opts.out or results_dir() / run_id).resolve()
     if run_dir.exists() and any(run_dir.iterdir()):
         raise HarnessError(f"run folder {run_dir} exists and is not empty", "pass another --out")
     stack_name = opts.stack_name or ("default" if opts.reuse else f"run-{run_id}")
     stack = stack_factory(scenario.backend, stack_name)      # refuses an unknown or unimplemented backend
     spec = StackSpec.from_scenario(scenario, run_dir)
+    spec.candidate = build
     try:
         check_capabilities(scenario.faults, stack)
         load_where(scenario.load.where, stack)     # `stack` on a backend that cannot run the load: refused here
-        reused = _running_endpoints(stack, scenario) if opts.reuse else None
+        reused = _running_endpoints(stack, scenario, build) if opts.reuse else None
         if reused is None:
             stack.preflight(spec)   # no engine / binary: refused here
     except HarnessError:
@@ -119,25 +136,30 @@ def prepare(path: Path, opts: RunOptions, stack_factory: StackFactory) -> Prepar
     return Prepared(scenario, run_id, run_dir, stack, spec, reused)
 
 
-def _running_endpoints(stack: Stack, scenario: Scenario) -> Endpoints:
+def _running_endpoints(stack: Stack, scenario: Scenario, build: Candidate) -> Endpoints:
     endpoints = stack.endpoints() if stack.is_running() else None
     if endpoints is None:
         raise HarnessError(f"--reuse: no running {stack.backend} stack named '{stack.name}'",
                            "start one with `harness up` (or run without --reuse)")
-    if endpoints.version != scenario.litellm:
-        raise HarnessError(f"--reuse: the running stack is LiteLLM {endpoints.version}, the scenario wants "
-                           f"{scenario.litellm}", "run without --reuse or pass --litellm")
+    # a stack that names its build must run this one; one that does not (older state) must run this release
+    other_build = endpoints.build != build.label if (endpoints.build or build.kind != "pypi") else False
+    if endpoints.version != scenario.litellm or other_build:
+        raise HarnessError(f"--reuse: the running stack is LiteLLM {endpoints.build or endpoints.version}, the "
+                           f"scenario wants {build.label}", "run without --reuse or pass --litellm")
     return endpoints
 
 
-def _command_line(path: Path, opts: RunOptions, scenario: Scenario) -> str:
-    parts = ["harness", "run", str(path), "--litellm", scenario.litellm, "--seed", str(scenario.seed)]
+def _command_line(path: Path, opts: RunOptions, scenario: Scenario, build: Candidate | None = None) -> str:
+    litellm = build.cli_arg if build is not None else scenario.litellm      # a candidate: its path
+    parts = ["harness", "run", str(path), "--litellm", litellm, "--seed", str(scenario.seed)]
     if opts.replicas:
         parts += ["--replicas", str(opts.replicas)]
     if opts.duration:
         parts += ["--duration", str(opts.duration)]
     if scenario.backend != "local":
         parts += ["--backend", scenario.backend]
+    if opts.exclusive:
+        parts += ["--exclusive"]
     return shlex.join(parts)
 
 
@@ -164,17 +186,35 @@ def run_scenario(path: Path, opts: RunOptions, console: Console, *, stack_factor
     stack went down, raises Interrupted when interrupted before the load started (nothing to analyse).
     """
     prep = prepare(path, opts, stack_factory or _default_stack_factory)
+    # the machine lock: shared, or (--exclusive) alone on the machine; waiting happens before the run folder
+    started = False
+    try:
+        with machine_turn(opts.exclusive, own_stacks=0 if prep.reused is None else 1,
+                          wait_s=opts.exclusive_wait_s,
+                          say=lambda text: console.print(text, soft_wrap=True, highlight=False)):
+            started = True
+            return _run_prepared(prep, path, opts, console, stages, clock or Clock(), analyzer, on_run_dir)
+    finally:
+        if not started and prep.reused is None:
+            prep.stack.forget()     # gave up waiting (or Ctrl-C meanwhile): nothing was started
+
+
+def _run_prepared(prep: Prepared, path: Path, opts: RunOptions, console: Console,
+                  stages: Callable[[], Sequence[Stage]], clock: Clock, analyzer: Analyzer | None,
+                  on_run_dir: Callable[[Path], None] | None) -> int:
     scenario, run_dir, stack = prep.scenario, prep.run_dir, prep.stack
-    clock = clock or Clock()
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / SCENARIO_FILE).write_text(scenario.dump_yaml())
     meta = MetaWriter(run_dir / META_FILE, {
         "run_id": prep.run_id, "scenario": scenario.name, "scenario_file": str(path),
         "litellm_version": scenario.litellm, "replicas": scenario.replicas, "backend": scenario.backend,
+        "litellm_build": prep.spec.candidate.public() if prep.spec.candidate else None,
         "stack": stack.name, "seed": scenario.seed, "expect": scenario.expectation_for(scenario.litellm),
         "harness_version": __version__, "python": platform.python_version(),
         "machine": {"cpus": os.cpu_count() or 1, "platform": platform.platform()},
-        "command": _command_line(path, opts, scenario), "t_created": clock.time(), "status": "starting"})
+        "command": _command_line(path, opts, scenario, prep.spec.candidate),
+        "t_created": clock.time(), "status": "starting",
+        "exclusive": opts.exclusive})
     console.print(f"run folder: {run_dir}", soft_wrap=True, highlight=False)
     if on_run_dir is not None:
         on_run_dir(run_dir)

@@ -24,6 +24,7 @@ from harness.stack.base import LoadRunner, Stack, master_key_file, write_master_
 if TYPE_CHECKING:
     from harness.load.launch import LiveStats
     from harness.nemesis.schedule import Nemesis
+    from harness.run.contention import ContentionMeter
     from harness.run.context import RunContext
     from harness.run.cpu import CpuMeter
     from harness.run.sampler import Sampler
@@ -125,26 +126,36 @@ class DrainStage(Stage):
 
 
 class CpuStage(Stage):
-    """CPU seconds of each stack process, Locust and the harness while the load (and the fault ends) ran."""
+    """CPU seconds of each stack process, Locust and the harness while the load (and the fault ends) ran, and
+    how contended the machine was meanwhile (harness/run/contention.py: load average, CPU taken by processes
+    outside this run, other harness stacks): meta.json `cpu_during_load` and `contention`."""
 
     name = "cpu"
 
     def __init__(self) -> None:
         self.meter: CpuMeter | None = None
+        self.contention: ContentionMeter | None = None
 
     def start(self, ctx: RunContext) -> None:
+        from harness.run.contention import ContentionMeter
         from harness.run.cpu import CpuMeter
 
-        # containers have no host pid in facts(): they are not measured here
+        # processes and containers with a host pid (compose: each container's first process) are measured
         pids = {str(p["name"]): int(p["pid"]) for p in ctx.stack.facts().processes
                 if isinstance(p.get("pid"), int)}
         self.meter = CpuMeter(pids)
         self.meter.start()
+        self.contention = ContentionMeter(roots=set(pids.values()))
+        self.contention.start()
 
     def stop(self, ctx: RunContext) -> None:
         if self.meter is not None:
-            ctx.meta.update(cpu_during_load=self.meter.stop())
+            cpu = self.meter.stop()
+            ctx.meta.update(cpu_during_load=cpu)
             self.meter = None
+            if self.contention is not None:
+                ctx.meta.update(contention=self.contention.stop(cpu.get("cpus")))
+                self.contention = None
 
 
 class NemesisStage(Stage):

@@ -64,7 +64,7 @@ def test_committed_schema_is_the_generated_one() -> None:
 def test_schema_names_both_documents_and_the_version_field() -> None:
     doc = json.loads(schema_text())
     assert doc["discriminator"]["propertyName"] == "command"
-    assert set(doc["discriminator"]["mapping"]) == {"run", "analyze", "matrix", "catalog", "bisect"}
+    assert set(doc["discriminator"]["mapping"]) == {"run", "analyze", "matrix", "catalog", "bisect", "run-repeat"}
     for name in ("RunResults", "CellsResults", "BisectResults"):
         assert "schema" in doc["$defs"][name]["required"]
         assert doc["$defs"][name]["properties"]["schema"]["description"]
@@ -230,7 +230,7 @@ def invoke(args: list[str]) -> Any:
 def test_cli_matrix_json_and_junit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import harness.matrix as matrix_pkg
 
-    def fake_matrix_command(versions: str, *args: Any) -> MatrixResult:
+    def fake_matrix_command(versions: str, *args: Any, **kwargs: Any) -> MatrixResult:
         return run_matrix([SEED], versions.split(","), MatrixRunner(), tmp_path / "m", quiet(), plot=False)
 
     monkeypatch.setattr(matrix_pkg, "matrix_command", fake_matrix_command)

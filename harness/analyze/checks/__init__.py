@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from harness.analyze.checker import Check
 from harness.analyze.checks.completeness import Completeness
+from harness.analyze.checks.contention import Contention
 from harness.analyze.checks.deflation import Deflation
 from harness.analyze.checks.drain import Drain
 from harness.analyze.checks.fault_coverage import FaultCoverage
@@ -26,5 +27,6 @@ CHECKS: tuple[Check, ...] = (
     Deflation(),
     FaultCoverage(),
     Completeness(),
+    Contention(),
     Reconcile(),
 )

@@ -521,7 +521,7 @@ class ComposeStack:
             try:
                 out = [{"name": c.labels.get("com.docker.compose.service", c.name), "container": c.name,
                         "status": c.status, "image": ",".join(getattr(c.image, "tags", []) or []),
-                        "alive": c.status == "running"} for c in self.containers()]
+                        "alive": c.status == "running", **_host_pid(c)} for c in self.containers()]
             except HarnessError:
                 pass
         out += [{"name": rec.name, "pid": rec.pid, "pgid": rec.pgid, "port": rec.port,
@@ -637,3 +637,9 @@ def _hint(stderr: str) -> str:
     if "port is already allocated" in low or "address already in use" in low:
         return "a host port was taken meanwhile: run again (ports are chosen anew)"
     return "see the output above; `harness down --backend compose` cleans up"
+
+
+def _host_pid(container: Any) -> dict[str, int]:
+    """{"pid": the host pid of a running container's first process} (the CPU meter measures its tree), or {}."""
+    pid = (getattr(container, "attrs", None) or {}).get("State", {}).get("Pid")
+    return {"pid": pid} if isinstance(pid, int) and pid > 0 else {}
