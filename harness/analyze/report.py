@@ -9,7 +9,8 @@ from harness.analyze.summary import Summary
 from harness.util.fmt import md_cell, money, pct
 
 _ENV_KEYS = (
-    ("LiteLLM version", "litellm_version"), ("replicas", "replicas"), ("backend", "backend"),
+    ("LiteLLM version", "litellm_version"), ("LiteLLM build", "litellm_build"), ("replicas", "replicas"),
+    ("backend", "backend"),
     ("images", "images"), ("Redis", "redis_version"), ("Postgres", "postgres_version"), ("scenario", "scenario"),
     ("seed", "seed"),
     ("harness", "harness_version"), ("run id", "run_id"),
@@ -130,6 +131,10 @@ def render_report(vj: dict[str, Any], meta: dict[str, Any], scenario_yaml: str, 
             value = value or vj["litellm_version"]
         if key == "scenario":
             value = value or vj["scenario"]
+        if key == "litellm_build" and isinstance(value, dict):    # release / wheel / tree, named exactly
+            from harness.litellm.candidate import describe_build
+
+            value = describe_build(value)
         if value is not None and value != "":
             out.append(f"| {label} | {md_cell(str(value))} |")
     out += ["", "## Reproduce", "", "```sh", _command(vj, meta), "```", "",

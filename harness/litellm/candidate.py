@@ -19,6 +19,10 @@ keeps its plain version, so existing environments stay valid). It is also the ca
 matrix cell or a bisect end, and it sorts like a version. Everything that depends on a version's behaviour (the
 reservation rule from 1.84.0, `expect_by_version`, extra pins) uses the *declared* version: the wheel's
 METADATA, the tree's pyproject.toml.
+
+Within one process a label can stand for its candidate once the candidate was parsed (`parse(label)`): the
+matrix and bisect pass cells around by label, and a label is derived from the content, so it cannot name
+two different builds.
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ SKIP_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__", "node_modules", ".v
 # ... and at the top of the tree only: where setuptools / `python -m build` put their outputs.
 SKIP_TOP_DIRS = frozenset({"build", "dist"})
 SKIP_SUFFIXES = (".pyc", ".pyo")     # files; folders ending .egg-info are skipped too
+# Candidates parsed in this process, by label (see the module's docstring).
+_SEEN: dict[str, Candidate] = {}
 # git's own variables that would point `git -C <tree>` at another repository (git bisect run, hooks).
 _GIT_REDIRECTS = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
                   "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_COMMON_DIR", "GIT_NAMESPACE", "GIT_PREFIX")
@@ -155,11 +161,7 @@ def is_path(text: str) -> bool:
         return False
     if "/" in t or t.startswith(("~", ".")) or t.endswith((".whl", ".tar.gz", ".tgz", ".zip")):
         return True
-    try:
-        Version(t)
-    except InvalidVersion:
-        return Path(t).exists()
-    return False
+    return not _is_version(t) and Path(t).exists()
 
 
 def parse(build: str | Candidate) -> Candidate:
@@ -169,20 +171,38 @@ def parse(build: str | Candidate) -> Candidate:
     if isinstance(build, Candidate):
         return build
     raw = build.strip()
+    if raw in _SEEN:
+        return _SEEN[raw]
     if not is_path(raw):
+        if "+" in raw and _is_version(raw):
+            raise HarnessError(f"'{raw}' names a LiteLLM candidate build by its label",
+                               "pass the wheel or source tree it was built from")
         return Candidate("pypi", versions.resolve(raw).version)
     path = Path(raw).expanduser()
     if not path.exists():
         raise HarnessError(f"LiteLLM build {raw}: no such file or folder", USAGE)
     path = path.resolve()
     if path.is_dir():
-        return _tree(path, raw)
+        return _remember(_tree(path, raw))
     if path.name.endswith(".whl"):
-        return _wheel(path, raw)
+        return _remember(_wheel(path, raw))
     if path.name.endswith((".tar.gz", ".tgz", ".zip")):
         raise HarnessError(f"LiteLLM build {raw} is a source archive, not a wheel or a folder",
                            f"unpack it (tar xzf {path.name}) and pass the folder with pyproject.toml, or pass a .whl")
     raise HarnessError(f"LiteLLM build {raw} is not a wheel (.whl) or a folder", USAGE)
+
+
+def _remember(found: Candidate) -> Candidate:
+    _SEEN[found.label] = found
+    return found
+
+
+def _is_version(text: str) -> bool:
+    try:
+        Version(text)
+    except InvalidVersion:
+        return False
+    return True
 
 
 def check_backend(candidate: Candidate, backend: str) -> None:

@@ -12,6 +12,7 @@ from harness.paths import state_root
 from harness.util.fsutil import write_secret
 
 if TYPE_CHECKING:
+    from harness.litellm.candidate import Candidate
     from harness.load.config import LoadConfig
 
 MASTER_KEY_FILE = "master-key"
@@ -63,6 +64,9 @@ class StackSpec:
     seed: int = 42
     # where logs, the mock's ledger and data dirs go (a run folder); None = the stack's state folder
     run_dir: Path | None = None
+    # the LiteLLM build when it is a candidate (a local wheel / source tree: harness/litellm/candidate.py) or a
+    # parsed release; None = the release `version`. `version` is always the (declared) version.
+    candidate: Candidate | None = None
 
     @classmethod
     def from_scenario(cls, scenario: Any, run_dir: Path | None = None) -> StackSpec:
@@ -93,6 +97,7 @@ class Endpoints:
     redis_fault_url: str | None = None   # control endpoint of the Redis fault relay / Toxiproxy
     budget_id: str | None = None         # the default end-user budget's id
     redis_namespace: str | None = None   # cache_params.namespace: counters are "<namespace>:spend:end_user:<id>"
+    build: str = ""                      # the LiteLLM environment's name: the release, or a candidate's label
 
     def public(self) -> dict[str, Any]:
         """Everything but the secret (for meta.json and the console)."""
@@ -101,7 +106,7 @@ class Endpoints:
         return data
 
     def describe(self) -> str:
-        lines = [f"LiteLLM {self.version} ({self.backend}), {len(self.proxy_urls)} replica(s):"]
+        lines = [f"LiteLLM {self.build or self.version} ({self.backend}), {len(self.proxy_urls)} replica(s):"]
         lines += [f"  proxy[{i}]  {url}" for i, url in enumerate(self.proxy_urls)]
         lines += [f"  redis     {self.redis_url}" + (f"  (direct: {self.redis_direct_url})"
                                                      if self.redis_direct_url != self.redis_url else ""),

@@ -101,7 +101,7 @@ class LocalStack:
             raise HarnessError(f"stack '{self.name}' is already running",
                                f"run `harness down --name {self.name}` first, or use --reuse")
         self._group.stop_all()  # stale records of a crashed run (verified before any signal)
-        env = litellm_env.ensure(spec.version, console=console)
+        env = litellm_env.ensure(spec.candidate or spec.version, console=console)
         started = time.monotonic()
         try:
             endpoints = self._up(spec, env, started)
@@ -167,7 +167,8 @@ class LocalStack:
         proxy_env = env.proxy_env(pg.dsn)
         proxy_env["LITELLM_MASTER_KEY"] = master_key
         self._group.extra.update({
-            "version": spec.version, "log_dir": str(self.log_dir), "config_path": str(config_path),
+            "version": spec.version, "litellm_env": env.version, "log_dir": str(self.log_dir),
+            "config_path": str(config_path),
             "proxy_ports": proxy_ports, "redis_port": redis_port, "redis_data": str(data_dir / "redis"),
             "pg_port": pg_port, "pg_data": str(data_dir / "postgres"), "spec": _jsonable(spec),
         })
@@ -183,7 +184,7 @@ class LocalStack:
         endpoints = Endpoints(
             proxy_urls=proxy_urls, redis_url=f"redis://127.0.0.1:{relay_port}/0", redis_direct_url=redis_srv.url,
             postgres_dsn=pg.dsn, mock_url=mock_url, master_key=master_key, version=spec.version,
-            backend=self.backend, redis_fault_url=relay_url,
+            build=env.version, backend=self.backend, redis_fault_url=relay_url,
             budget_id=DEFAULT_BUDGET_ID if spec.default_budget is not None else None,
             redis_namespace=spec.litellm_settings.get("namespace"))
         if spec.default_budget is not None:
@@ -276,7 +277,7 @@ class LocalStack:
     def restart_replica(self, index: int) -> float:
         endpoints = self._require_up()
         extra = self._group.extra
-        env = litellm_env.ensure(str(extra["version"]))
+        env = litellm_env.reopen(str(extra.get("litellm_env") or extra["version"]))
         proxy_env = env.proxy_env(endpoints.postgres_dsn)
         proxy_env["LITELLM_MASTER_KEY"] = endpoints.master_key
         name = replica_name(index)
@@ -405,6 +406,7 @@ def postgres_version(dsn: str) -> str:
 def _jsonable(spec: StackSpec) -> dict[str, Any]:
     data = dict(spec.__dict__)
     data["run_dir"] = str(spec.run_dir) if spec.run_dir else None
+    data["candidate"] = spec.candidate.public() if spec.candidate else None
     return data
 
 
