@@ -56,9 +56,10 @@ def repeat_command(scenario: Path, repeat: int, options: RunOptions, console: Co
     from harness.matrix.execute import RealRunner
     from harness.matrix.matrix import command_line, new_matrix_dir, run_matrix
     from harness.paths import results_dir
-    from harness.run.experiment import resolve_scenario
+    from harness.run.experiment import resolve_build
 
-    version = resolve_scenario(scenario, options).litellm     # bad input: one line, before anything starts
+    # bad input: one line, before anything starts; a candidate (wheel / tree) runs by its label, not its version
+    version = resolve_build(scenario, options)[1].label
     if options.reuse or options.keep or options.stack_name:
         raise HarnessError("--repeat runs each repeat on a fresh stack: --reuse, --keep and --name do not apply",
                            "drop them, or run without --repeat")
