@@ -197,7 +197,7 @@ def _join(ctx: Context, logs: pd.DataFrame, t_dump: float | None) -> Reconciliat
     has_bill = t["rows"].notna()
     t["delivered"] = t["delivered"].fillna(0.0)
     t["billed"] = t["billed"].fillna(0.0)
-    t["partial"] = t["partial"].fillna(False).astype(bool)
+    t["partial"] = t["partial"].astype("boolean").fillna(False).astype(bool)
     t["outcome"] = t["outcome"].fillna("")
     t["end_user"] = t["end_user"].fillna("").astype(str)
     fill = t["end_user"] == ""
