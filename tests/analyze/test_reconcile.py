@@ -214,3 +214,23 @@ def test_rows_naming_no_request_of_the_run_are_not_a_measurement(tmp_path: Path)
                                                              for i in range(3)]))
     assert "none of the 3 spend-log row(s) names a request id of this run" in rec["why_not"]
     assert rec["rows_unmatched"] == 3 and rec["rows_unmatched_usd"] == pytest.approx(0.003)
+
+
+def test_a_reconciliation_that_raises_is_a_note_not_a_verdict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import harness.analyze.checks.reconcile as check
+
+    b = run(tmp_path)
+    root = write_spend_logs(b, list(billed_as_delivered(b).values()))
+    before = analyze(root, plots=False)
+
+    def boom(ctx: object) -> None:
+        raise ValueError("a broken join")
+
+    monkeypatch.setattr(check, "reconcile", boom)
+    res = analyze(root, plots=False)
+    assert (res.verdict, res.reasons) == (before.verdict, before.reasons)
+    assert res.evidence["reconcile"] == {"measured": False,
+                                         "why_not": "the reconciliation failed (ValueError: a broken join)"}
+    assert "billing per request not measured: the reconciliation failed (ValueError: a broken join)" in \
+        res.evidence["notes"]
+    assert res.summary.reconciled_requests is None and before.summary.reconciled_requests == 50

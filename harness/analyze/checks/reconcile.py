@@ -1,9 +1,9 @@
 """Per-request billing reconciliation (harness/analyze/reconcile.py): LiteLLM's spend-log row of each request
 against the upstream's delivery in the ledger. Billing disagreement — over-, under- or unbilled requests — is
 another bug class than a leaked reservation: this check reports it as evidence, summary figures and notes, and
-never decides the verdict (no findings, no blockers). Not measured (no spend logs, an older run folder) is said
-as such — in the evidence and the report, never as "no disagreement" — and adds no note, so older run folders
-analyse exactly as before."""
+never decides the verdict (no findings, no blockers; a reconciliation that raises is a note). Not measured (no
+spend logs, an older run folder) is said as such — in the evidence and the report, never as "no disagreement" —
+and adds no note, so older run folders analyse exactly as before."""
 
 from __future__ import annotations
 
@@ -23,7 +23,13 @@ class Reconcile(Check):
     section = "reconcile"
 
     def run(self, ctx: Context, done: Results) -> CheckResult:
-        rec = reconcile(ctx)
+        try:
+            rec = reconcile(ctx)
+        except Exception as exc:  # noqa: BLE001 — a check that never decides must not decide by crashing either
+            what = " ".join(str(exc).split())[:300]
+            why = f"the reconciliation failed ({type(exc).__name__}: {what})"
+            return CheckResult(notes=[f"billing per request not measured: {why}"],
+                               evidence={"measured": False, "why_not": why}, summary=dict.fromkeys(SUMMARY_FIELDS))
         ev = rec.evidence()
         if not rec.measured:
             return CheckResult(evidence=ev, summary=dict.fromkeys(SUMMARY_FIELDS), data=rec)
