@@ -43,8 +43,10 @@ RepeatOpt = Annotated[int, typer.Option(min=1, help="runs, each on a fresh stack
 
 # -- environments ----------------------------------------------------------------------------------
 @env_app.command("build")
-def env_build(versions: Annotated[list[str], typer.Argument(help="LiteLLM versions, e.g. 1.84.0 1.108.7")]) -> None:
-    """Build (or reuse) the cached environment of each version."""
+def env_build(versions: Annotated[list[str], typer.Argument(help="LiteLLM versions, e.g. 1.84.0 1.108.7, or "
+                                                                 "candidate builds: a wheel file, a source tree")]
+              ) -> None:
+    """Build (or reuse) the cached environment of each version or candidate build (keyed by its content)."""
     from harness.litellm import env as litellm_env
 
     for version in versions:
@@ -80,7 +82,8 @@ def env_list() -> None:
 # -- stack -----------------------------------------------------------------------------------------
 @app.command()
 def up(
-    litellm: Annotated[str, typer.Option(help="LiteLLM version (exact PyPI release)")] = "1.84.0",
+    litellm: Annotated[str, typer.Option(help="LiteLLM version (exact PyPI release), or a candidate build: "
+                                              "a wheel file or a source tree (local backend)")] = "1.84.0",
     replicas: Annotated[int, typer.Option(min=1, max=32, help="number of proxy replicas")] = 2,
     name: Annotated[str, typer.Option(help="stack name (state in .state/<name>/)")] = "default",
     budget: Annotated[float, typer.Option(help="default end-user max budget in $")] = 50.0,
@@ -89,13 +92,14 @@ def up(
     backend: Annotated[str, typer.Option(help="local (processes) | compose (Docker)")] = "local",
 ) -> None:
     """Start Redis, Postgres, the mock LLM and N LiteLLM proxy replicas (local processes by default)."""
-    from harness.litellm import versions
+    from harness.litellm import candidate
     from harness.stack.backends import make_stack
     from harness.stack.base import StackSpec
 
-    versions.resolve(litellm)
-    spec = StackSpec(version=litellm, replicas=replicas, default_budget=budget, base_port=base_port,
-                     litellm_settings={"use_redis_transaction_buffer": transaction_buffer})
+    build = candidate.parse(litellm)
+    candidate.check_backend(build, backend)
+    spec = StackSpec(version=build.version, replicas=replicas, default_budget=budget, base_port=base_port,
+                     litellm_settings={"use_redis_transaction_buffer": transaction_buffer}, candidate=build)
     endpoints = make_stack(backend, name).up(spec, console=console)
     print(endpoints.describe())
 
@@ -142,7 +146,9 @@ def status(name: Annotated[str | None, typer.Option(help="stack name (default: e
 @app.command()
 def run(
     scenario: Annotated[Path, typer.Argument(help="scenario YAML file")],
-    litellm: Annotated[str | None, typer.Option(help="override the scenario's LiteLLM version")] = None,
+    litellm: Annotated[str | None, typer.Option(help="override the scenario's LiteLLM version; or a candidate "
+                                                     "build: a wheel file or a LiteLLM source tree (git checkout, "
+                                                     "unpacked sdist)")] = None,
     backend: Annotated[str | None, typer.Option(help="override the scenario's backend: local | compose")] = None,
     replicas: Annotated[int | None, typer.Option(help="override the scenario's replica count")] = None,
     duration: Annotated[float | None, typer.Option(help="override the load duration (s)")] = None,
@@ -157,10 +163,22 @@ def run(
     repeat: RepeatOpt = 1,
     exclusive: ExclusiveOpt = False,
     exclusive_wait: ExclusiveWaitOpt = DEFAULT_EXCLUSIVE_WAIT_S,
+    bisect: Annotated[bool, typer.Option("--bisect", help="for `git bisect run`: exit 0 when the bug is absent "
+                                                          "(NOT REPRODUCED), 1 when present (REPRODUCED), 125 when "
+                                                          "nothing was decided (INCONCLUSIVE, uninstallable tree, "
+                                                          "broken stack, bad input), 130 interrupted — whatever "
+                                                          "the scenario expects; docs/git-bisect.md")] = False,
+    min_phantoms: Annotated[int, typer.Option(min=0, help="--bisect: REPRODUCED is bad only with this many "
+                                                          "phantom rejections …")] = 0,
+    min_leaked: Annotated[float, typer.Option(min=0, help="… or this much leaked $ after the drain; weaker "
+                                                          "evidence counts as good")] = 0.0,
     json_out: JsonOpt = False,
     junit: JunitOpt = None,
 ) -> None:
     """Run one scenario end to end and analyze it; exit 0 when the verdict matches the expectation.
+
+    --bisect: exit codes for `git bisect run` instead (0 bug absent, 1 present, 125 undecided, 130 interrupted;
+    harness/matrix/gitbisect.py).
 
     --repeat N: N runs, each on a fresh stack, judged together (a one-cell matrix in results/repeat-<id>:
     the verdict all quiet repeats agree on, starved repeats set aside; harness/matrix/cells.py).
@@ -176,6 +194,10 @@ def run(
     opts = RunOptions(litellm=litellm, backend=backend, replicas=replicas, duration=duration, seed=seed, reuse=reuse,
                       keep=keep, processes=processes, out=out, stack_name=name, exclusive=exclusive,
                       exclusive_wait_s=exclusive_wait)
+    if (min_phantoms or min_leaked) and not bisect:
+        raise HarnessError("--min-phantoms / --min-leaked only apply with --bisect", "add --bisect or drop them")
+    if bisect and repeat > 1:
+        raise HarnessError("--bisect decides from one run: --repeat does not apply", "drop --repeat")
     if repeat > 1:
         from harness.matrix import repeat_command
 
@@ -186,6 +208,13 @@ def run(
     run_dirs: list[Path] = []
     with results.capture():
         code = run_scenario(scenario, opts, console=console, on_run_dir=run_dirs.append)
+        if bisect:
+            from harness.analyze.summary import read_summary
+            from harness.matrix import gitbisect
+
+            code = gitbisect.run_exit(run_dirs[0], code, min_phantoms, min_leaked)
+            summary = read_summary(run_dirs[0])
+            gitbisect.say(console, code, gitbisect.describe(code, summary.verdict if summary else None))
     results.emit(run_results("run", run_dirs[0], code))
     raise typer.Exit(code)
 
@@ -210,7 +239,8 @@ def analyze(
 
 @app.command()
 def matrix(
-    versions: Annotated[str, typer.Option(help="comma-separated LiteLLM versions, e.g. 1.83.14,1.84.0,1.108.7")],
+    versions: Annotated[str, typer.Option(help="comma-separated LiteLLM versions, e.g. 1.83.14,1.84.0,1.108.7; "
+                                               "candidate builds by path (wheel file, source tree) too")],
     scenario: Annotated[list[Path] | None, typer.Option(help="scenario YAML (repeatable); default the seed")] = None,
     repeat: Annotated[int, typer.Option(min=1, help="runs per cell (their spread is the noise band)")] = 1,
     baseline: Annotated[Path | None, typer.Option(help="a previous results/matrix-<id> to compare with")] = None,
@@ -238,8 +268,9 @@ def matrix(
 
 @app.command()
 def bisect(
-    good: Annotated[str, typer.Option(help="a version where the scenario is clean (NOT REPRODUCED)")],
-    bad: Annotated[str, typer.Option(help="a version where the scenario reproduces")],
+    good: Annotated[str, typer.Option(help="a version where the scenario is clean (NOT REPRODUCED); or a "
+                                           "candidate build (wheel file, source tree)")],
+    bad: Annotated[str, typer.Option(help="a version (or candidate build) where the scenario reproduces")],
     scenario: Annotated[Path, typer.Option(help="scenario YAML")] = Path("scenarios/phantom-budget.yaml"),
     duration: Annotated[float | None, typer.Option(help="override the load duration (s)")] = None,
     check_ends: Annotated[bool, typer.Option(help="run --good and --bad first to confirm them")] = False,
@@ -327,6 +358,31 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 
 def main() -> NoReturn:
+    """`harness …`; `harness run … --bisect` exits only with 0, 1, 125 or 130 whatever ends it (git bisect run)."""
+    args = sys.argv[1:]
+    if not (args[:1] == ["run"] and "--bisect" in args):
+        _main()
+    from harness.matrix.gitbisect import SKIP_EXIT, cli_exit, say
+
+    try:
+        _main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) or exc.code is None else SKIP_EXIT
+    except KeyboardInterrupt:
+        code = 130
+    except BaseException:     # a crash must not read as "bad" (exit 1)
+        import traceback
+
+        traceback.print_exc()
+        say(console, SKIP_EXIT, "this commit could not be tested (the harness crashed)")
+        sys.exit(SKIP_EXIT)
+    final = cli_exit(code)
+    if final != code:
+        say(console, final, f"this commit could not be tested (harness exit {code})")
+    sys.exit(final)
+
+
+def _main() -> NoReturn:
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         rc = app(standalone_mode=False)

@@ -209,7 +209,7 @@ def check_backend(candidate: Candidate, backend: str) -> None:
     """Candidate builds run on the local backend only (HarnessError, exit 2, otherwise)."""
     if candidate.kind != "pypi" and backend != "local":
         raise HarnessError(f"LiteLLM build {candidate.path}: the {backend} backend runs released LiteLLM images "
-                           f"only — building an image from a {candidate.kind} is out of scope",
+                           f"only; building an image from a {candidate.kind} is out of scope",
                            "run the candidate on the local backend (--backend local)")
 
 
