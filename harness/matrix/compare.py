@@ -6,7 +6,9 @@ Rule, per cell (scenario × version) present in both:
 - a number (phantom rejections, leaked $, max inflation, req/s, p99) changed when its median moved by more
   than its tolerance = max(spread seen across the repeats of either side, REL_TOL × the larger median,
   an absolute floor). With --repeat 1 on both sides there is no spread, so the relative and absolute floors
-  are the noise band; with --repeat N the observed spread widens it.
+  are the noise band; with --repeat N the observed spread widens it;
+- a flip or a change where either side's cell was starved in every run (harness/matrix/cells.py) is
+  "under starvation": reported, never counted as a change — the comparison must be rerun on a quiet machine.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ METRICS = (
 )
 
 FLIP, CHANGED, NOISE, NEW, GONE = "verdict flip", "changed", "within noise", "new cell", "cell gone"
+STARVED = "under starvation (not judged)"
 
 
 @dataclass
@@ -95,6 +98,8 @@ def compare(before: list[Cell], after: list[Cell]) -> list[CellDelta]:
             kind = CHANGED
         else:
             kind = NOISE
+        if kind != NOISE and (prev.starved or cell.starved):
+            kind = STARVED
         out.append(CellDelta(cell.scenario, cell.version, kind, prev, cell, deltas))
     out.extend(CellDelta(c.scenario, c.version, GONE, c, None) for c in old.values())
     return out

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from harness.matrix.cells import Cell
-from harness.matrix.compare import CHANGED, FLIP, GONE, NEW, NOISE, CellDelta
+from harness.matrix.compare import CHANGED, FLIP, GONE, NEW, NOISE, STARVED, CellDelta
 from harness.matrix.execute import OK, CellResult
 from harness.run.runfolder import REPORT_FILE
 from harness.util.fmt import money
@@ -112,9 +112,10 @@ def render_comparison_md(deltas: list[CellDelta], baseline: Path, current: Path)
     parts = [f"# Matrix comparison: {current.name} vs baseline {baseline.name}", "",
              f"{len(changes)} of {len(deltas)} cell(s) changed beyond noise.", "",
              "Rule: a verdict flip is always a change; a number changed when its median moved by more than "
-             "max(spread across repeats of either side, 25 % of the larger value, an absolute floor).", "",
+             "max(spread across repeats of either side, 25 % of the larger value, an absolute floor); a flip or change "
+             "where either side was starved in every run is reported as under starvation, not as a change.", "",
              "| scenario | LiteLLM | result | verdict before → now | details |", "|---|---|---|---|---|"]
-    order = {FLIP: 0, CHANGED: 1, NEW: 2, GONE: 3, NOISE: 4}
+    order = {FLIP: 0, CHANGED: 1, NEW: 2, GONE: 3, STARVED: 4, NOISE: 5}
     for d in sorted(deltas, key=lambda d: order.get(d.kind, 9)):
         before = d.before.verdict if d.before else "–"
         after = d.after.verdict if d.after else "–"

@@ -69,7 +69,8 @@ class ProcessTable:
         self.last: dict[tuple[int, float], float] = {}      # (pid, create time) → CPU seconds at the last sample
         self.kind: dict[tuple[int, float], bool] = {}       # → foreign?
         self.foreign_s = 0.0
-        self.foreign_top: dict[str, float] = {}
+        self.foreign_top: dict[str, float] = {}             # process name → foreign CPU seconds
+        self.foreign_by_pid: dict[int, float] = {}
 
     def _foreign(self, proc: psutil.Process) -> bool:
         try:
@@ -107,6 +108,7 @@ class ProcessTable:
             if used:
                 name = str(info.get("name") or key[0])
                 self.foreign_top[name] = self.foreign_top.get(name, 0.0) + used
+                self.foreign_by_pid[key[0]] = self.foreign_by_pid.get(key[0], 0.0) + used
 
 
 def _busy_seconds() -> tuple[float, float]:
