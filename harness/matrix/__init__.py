@@ -91,10 +91,13 @@ def run_bisect(scenario: Path, good: str, bad: str, duration: float | None, chec
     from harness.scenario.model import load_scenario
 
     name = load_scenario(scenario).name
-    # the ends must be runnable (one clear line otherwise); a candidate end (wheel / tree) is its label from here
-    good, bad = parse(good).label, parse(bad).label
+    # the ends must be runnable (one clear line otherwise); a candidate end (wheel / tree) is its label from here,
+    # and the releases probed lie strictly between the ends' *declared* versions (a candidate declaring 1.94.0
+    # stands for 1.94.0: the release 1.94.0 is not probed next to it)
+    ends = parse(good), parse(bad)
+    good, bad = ends[0].label, ends[1].label
     releases = pypi.final_releases(pypi.fetch_index())
-    inside, excluded = pypi.between(releases, good, bad, pypi.harness_accepts)
+    inside, excluded = pypi.between(releases, ends[0].version, ends[1].version, pypi.harness_accepts)
     out_dir = out or new_matrix_dir(results_dir(), "bisect")
     out_dir.mkdir(parents=True, exist_ok=True)
     command = command_line(sys.argv[1:])
