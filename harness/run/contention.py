@@ -49,12 +49,15 @@ def harness_mocks() -> list[tuple[int, str]]:
     return found
 
 
-def other_stacks(own: int = 1) -> list[str]:
-    """The other harness stacks running now, described by their mock's ledger path (`own`: this run's mocks)."""
-    mocks = harness_mocks()
+def other_stacks(own: int = 1, own_ledger: str = "") -> list[str]:
+    """The other harness stacks running now, described by their mock's pid and ledger path. `own`: how many
+    mocks are this run's; `own_ledger`: its mock's ledger path on the host, when the host sees it (local
+    backend) — a container's mock names its own path (/data/…), so then only the count tells ours apart."""
+    mocks = sorted(harness_mocks())
+    mine = [m for m in mocks if own_ledger and m[1] == own_ledger][:own]
+    rest = [m for m in mocks if m not in mine]
     extra = max(0, len(mocks) - own)
-    # which of the mocks is ours is not known (a container's pid is not recorded): name all but `own` of them
-    return [f"pid {pid} ({ledger})" for pid, ledger in sorted(mocks)[:extra]] if extra else []
+    return [f"pid {pid} ({ledger})" for pid, ledger in rest[len(rest) - extra:]] if extra else []
 
 
 def _is_runtime(name: str) -> bool:
@@ -126,9 +129,10 @@ class ContentionMeter:
     """Samples the load average and the other harness stacks every second between `start()` and `stop()`."""
 
     roots: set[int] = field(default_factory=set)      # the stack's recorded pids (their descendants are ours)
+    own_ledger: str = ""                              # this run's mock's ledger path (see other_stacks)
     own_mocks: int = 1
     sample_s: float = SAMPLE_S
-    stacks_probe: Callable[[int], list[str]] = other_stacks
+    stacks_probe: Callable[[int, str], list[str]] = other_stacks
     _loads: list[float] = field(default_factory=list)
     _others_max: int = 0
     _others_seen: set[str] = field(default_factory=set)
@@ -153,7 +157,7 @@ class ContentionMeter:
         if self._table is not None and self._loads[1:]:
             self._table.sample()
         try:
-            others = self.stacks_probe(self.own_mocks)
+            others = self.stacks_probe(self.own_mocks, self.own_ledger)
         except psutil.Error:
             return
         self._others_max = max(self._others_max, len(others))

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.errors import HarnessError, Interrupted
 from harness.run.progress import PlainProgress, progress_line
+from harness.run.runfolder import LEDGER_FILE
 from harness.stack.base import LoadRunner, Stack, master_key_file, write_master_key_file
 
 if TYPE_CHECKING:
@@ -145,7 +146,8 @@ class CpuStage(Stage):
                 if isinstance(p.get("pid"), int)}
         self.meter = CpuMeter(pids)
         self.meter.start()
-        self.contention = ContentionMeter(roots=set(pids.values()))
+        self.contention = ContentionMeter(roots=set(pids.values()),
+                                          own_ledger=str(ctx.run_dir / LEDGER_FILE))
         self.contention.start()
 
     def stop(self, ctx: RunContext) -> None:

@@ -61,7 +61,7 @@ def test_a_process_outside_the_run_is_foreign_and_a_child_is_ours() -> None:
 
 
 def test_meter_reports_foreign_cpu_and_other_stacks() -> None:
-    meter = ContentionMeter(sample_s=0.2, stacks_probe=lambda own: ["pid 9 (/x/ledger.csv)"])
+    meter = ContentionMeter(sample_s=0.2, stacks_probe=lambda own, ledger: ["pid 9 (/x/ledger.csv)"])
     meter.start()
     pid = _orphan_busy(1.0)
     _wait_gone(pid)
@@ -94,7 +94,7 @@ def test_harness_mocks_finds_a_mock_by_its_command_line(tmp_path: Path) -> None:
 def test_starvation_rule(figures: dict[str, object], starved: bool, words: list[str]) -> None:
     got, why = judge(figures)
     assert got is starved and len(why) == len(words)
-    assert all(w in text for w, text in zip(words, why))
+    assert all(w in text for w, text in zip(words, why, strict=True))
 
 
 class FakeClock:
@@ -123,10 +123,9 @@ def test_exclusive_waits_for_a_running_run_then_gives_up(lock: Path) -> None:
     other = _hold(lock, fcntl.LOCK_SH)      # an ordinary run holds the machine (shared)
     clock, said = FakeClock(), []
     try:
-        with pytest.raises(HarnessError) as err:
-            with machine_turn(True, wait_s=10, path=lock, mocks=list, sleep=clock.sleep, clock=clock,
-                              say=said.append):
-                pytest.fail("must not get the machine")
+        with pytest.raises(HarnessError) as err, machine_turn(True, wait_s=10, path=lock, mocks=list,
+                                                              sleep=clock.sleep, clock=clock, say=said.append):
+            pytest.fail("must not get the machine")
         assert "not free after 10 s" in err.value.problem and clock.t >= 10
         assert said and "waiting" in said[0]
         # an ordinary run shares the machine with it
@@ -142,10 +141,10 @@ def test_an_ordinary_run_waits_for_an_exclusive_one(lock: Path) -> None:
     other = _hold(lock, fcntl.LOCK_EX)
     clock = FakeClock()
     try:
-        with pytest.raises(HarnessError, match="not free"):
-            with machine_turn(False, wait_s=4, path=lock, mocks=list, sleep=clock.sleep, clock=clock,
-                              say=lambda s: None):
-                pass
+        with pytest.raises(HarnessError, match="not free"), machine_turn(False, wait_s=4, path=lock, mocks=list,
+                                                                         sleep=clock.sleep, clock=clock,
+                                                                         say=lambda s: None):
+            pass
     finally:
         os.close(other)
 
@@ -153,10 +152,9 @@ def test_an_ordinary_run_waits_for_an_exclusive_one(lock: Path) -> None:
 def test_exclusive_waits_for_other_stacks_but_not_its_own(lock: Path) -> None:
     clock = FakeClock()
     one = [(123, "/other/ledger.csv")]
-    with pytest.raises(HarnessError, match="1 other harness stack"):
-        with machine_turn(True, wait_s=6, path=lock, mocks=lambda: one, sleep=clock.sleep, clock=clock,
-                          say=lambda s: None):
-            pass
+    with pytest.raises(HarnessError, match="1 other harness stack"), machine_turn(
+            True, wait_s=6, path=lock, mocks=lambda: one, sleep=clock.sleep, clock=clock, say=lambda s: None):
+        pass
     with machine_turn(True, own_stacks=1, wait_s=6, path=lock, mocks=lambda: one, sleep=clock.sleep, clock=clock,
                       say=lambda s: None):
         pass      # --reuse: the one mock is this run's own stack's
@@ -164,3 +162,15 @@ def test_exclusive_waits_for_other_stacks_but_not_its_own(lock: Path) -> None:
     with machine_turn(True, wait_s=60, path=lock, mocks=lambda: next(seen), sleep=clock.sleep, clock=clock,
                       say=lambda s: None):
         pass
+
+
+def test_other_stacks_names_the_others_not_this_runs_mock(monkeypatch: pytest.MonkeyPatch) -> None:
+    import harness.run.contention as contention
+
+    mocks = [(10, "/runs/a/ledger.csv"), (20, "/runs/mine/ledger.csv"), (30, "/data/ledger.csv")]
+    monkeypatch.setattr(contention, "harness_mocks", lambda: mocks)
+    assert contention.other_stacks(1, "/runs/mine/ledger.csv") == ["pid 10 (/runs/a/ledger.csv)",
+                                                                   "pid 30 (/data/ledger.csv)"]
+    # a container's mock: its path says nothing, only the count does
+    assert len(contention.other_stacks(1, "/runs/elsewhere/ledger.csv")) == 2
+    assert contention.other_stacks(3, "") == []
