@@ -64,7 +64,7 @@ def test_the_real_runner_runs_the_candidate_and_expects_by_its_declared_version(
     cell = RealRunner(quiet(), retry_errors=0)(SEED, label, tmp_path / "runs" / "c")
     assert cell.version == label and built == [label]
     assert ran == [label, ("1.108.7", label, "wheel")]
-    assert cell.expected == "clean"          # expect_by_version["1.108.7"] of the seed scenario, by the declared version
+    assert cell.expected == "clean"          # the seed's expect_by_version["1.108.7"], by the declared version
 
 
 def test_the_real_runner_calls_a_candidate_on_compose_unsupported(tmp_path: Path) -> None:
