@@ -14,7 +14,8 @@ inconclusive). It is backed by the evidence links in the same sentence:
 - a declared gap: a link to a heading named "Runs still needed": a claim no run in the repository backs
   yet, listed under that heading with the run that would back it.
 
-Rules: a claim needs at least one evidence link or a declared gap, and each version it names must be the
+Rules: every evidence link of the prose must resolve and its text must agree with its row (in any
+sentence); a claim needs at least one evidence link or a declared gap, and each version it names must be the
 version of one of its evidence links (a range `1.93.x`: any `1.93.` one) unless it declares a gap. A link
 text says only what its row can confirm, and is checked: REPRODUCED / NOT REPRODUCED / INCONCLUSIVE (the
 row's verdict), `clean` / `reproduced` (the row's outcome column, else its verdict), `N phantom…` (phantom
@@ -75,10 +76,13 @@ class Row:
 
 @dataclass
 class Claim:
+    """A sentence of prose with its links; `is_claim`: it states an outcome (a version and an outcome word)."""
+
     file: Path
     line: int
     text: str                                   # the sentence, code spans blanked
     links: list[tuple[str, str]] = field(default_factory=list)   # (text, target)
+    is_claim: bool = True
 
 
 def _number(text: str) -> float | None:
@@ -173,13 +177,14 @@ def run_row(folder: Path) -> Row | None:
 
 
 def _prose(text: str) -> list[tuple[int, str]]:
-    """(first line number, paragraph) of the prose: no code blocks, tables, comments or headings; a list item
-    or a blank line starts a new paragraph."""
+    """(first line number, paragraph) of the prose: no code blocks, tables, comments or headings, nothing under
+    the "Runs still needed" heading (the list of declared gaps); a list item or a blank line starts a new
+    paragraph."""
     text = re.sub(r"<!--.*?-->", lambda m: "\n" * m.group(0).count("\n"), text, flags=re.DOTALL)
     out: list[tuple[int, str]] = []
     cur: list[str] = []
     start = 0
-    fenced = False
+    fenced = skipping = False
 
     def flush() -> None:
         if cur:
@@ -192,7 +197,9 @@ def _prose(text: str) -> list[tuple[int, str]]:
             fenced = not fenced
             flush()
             continue
-        if fenced or not stripped or stripped.startswith(("|", "#")):
+        if stripped.startswith("#") and not fenced:
+            skipping = slug(stripped.lstrip("#")) == GAP_HEADING
+        if fenced or skipping or not stripped or stripped.startswith(("|", "#")):
             flush()
             continue
         if re.match(r"^([-*]|\d+\.)\s", stripped):
@@ -215,8 +222,8 @@ def _hold_links(para: str) -> tuple[str, list[tuple[str, str]]]:
     return LINK_RE.sub(hold, para), links
 
 
-def claims(path: Path) -> list[Claim]:
-    """The outcome claims of a Markdown file (see the module docstring)."""
+def sentences(path: Path) -> list[Claim]:
+    """The sentences of a Markdown file's prose that state an outcome or link something."""
     found = []
     for line, para in _prose(path.read_text()):
         held, links = _hold_links(CODE_RE.sub("`…`", IMAGE_RE.sub("", para)))
@@ -225,9 +232,15 @@ def claims(path: Path) -> list[Claim]:
             plain = sentence
             for i in idx:
                 plain = plain.replace(f"\x00{i}\x00", links[i][0])
-            if VERSION_RE.search(plain) and OUTCOME_RE.search(plain):
-                found.append(Claim(path, line, plain, [links[i] for i in idx]))
+            is_claim = bool(VERSION_RE.search(plain) and OUTCOME_RE.search(plain))
+            if is_claim or idx:
+                found.append(Claim(path, line, plain, [links[i] for i in idx], is_claim))
     return found
+
+
+def claims(path: Path) -> list[Claim]:
+    """The outcome claims of a Markdown file (see the module docstring)."""
+    return [c for c in sentences(path) if c.is_claim]
 
 
 def _resolve(claim: Claim, target: str, docs: Docs) -> tuple[str, Row | None, str | None]:
@@ -256,8 +269,9 @@ def _resolve(claim: Claim, target: str, docs: Docs) -> tuple[str, Row | None, st
 
 
 def _matches(value: float, written: str) -> bool:
+    """Is `written` (e.g. "2,277.81", "155") `value` rounded to as many decimals as it shows?"""
     decimals = len(written.split(".")[1]) if "." in written else 0
-    return abs(round(value, decimals) - float(written.replace(",", ""))) < 10 ** -(decimals + 3)
+    return abs(value - float(written.replace(",", ""))) <= 0.5 * 10 ** -decimals + 1e-9
 
 
 def check_link_text(text: str, row: Row) -> list[str]:
@@ -340,6 +354,8 @@ def check_claims(found: list[Claim], docs: Docs | None = None) -> list[str]:
                     versions.add(row.version)
                 problems += [f"{where}: [{text}]({target}): {p}" for p in check_link_text(text, row)]
         short = claim.text if len(claim.text) <= 110 else claim.text[:107] + "…"
+        if not claim.is_claim:
+            continue
         if not backed and not gap:
             problems.append(f"{where}: an outcome claim with no run or row linked: {short!r}")
             continue
@@ -353,5 +369,6 @@ def check_claims(found: list[Claim], docs: Docs | None = None) -> list[str]:
 
 
 def check_file(path: Path) -> list[str]:
-    """Every problem of the outcome claims in `path` (see the module docstring)."""
-    return check_claims(claims(path))
+    """Every problem of the outcome claims in `path`, and of every evidence link in its prose, claim or not
+    (see the module docstring)."""
+    return check_claims(sentences(path))
