@@ -10,11 +10,15 @@ them is skipped). Each run is one cell of `harness matrix`'s runner (harness/mat
 
 Writes results/catalog-<id>/catalog.csv (a row as each cell ends, so a cut catalog keeps what it ran) and,
 with --update-readme, the generated sections of scenarios/README.md. `--reanalyze` re-runs the analyzer on the
-run folders the outcome table links (after an analyzer change): their verdict.json is rewritten in the current
-schema, so old run folders need no reader of their own here.
+run folders the outcome table and the earlier runs link (after an analyzer change): their verdict.json is
+rewritten in the current schema, so old run folders need no reader of their own here; a row keeps its run
+folder, a row whose folder is gone stays as it is. `--add-runs` puts finished run folders (e.g. `harness run`s
+of catalog scenarios) into the table. After any of these, the prose claims that no longer agree with the table
+are printed.
 
 Modules, one concern each: plan (catalog scenarios → cells), rows (a cell → its row; catalog.csv and the
-outcome table's Markdown), readme (the README's sections); this module runs the command.
+outcome table's Markdown), readme (the README's sections), evidence (kept copies of run folders in
+docs/runs/), claims (prose outcome claims checked against the rows they link); this module runs the command.
 """
 
 from __future__ import annotations
