@@ -63,6 +63,7 @@ class Summary(BaseModel):
     rejections: int | None = None               # every failed request but our own walk-aways
     budget_rejections: int | None = None
     phantoms: int | None = None
+    late_release_rejections: int | None = None  # looked phantom, but the counter came back down later (not a leak)
     phantom_users: int | None = None
     phantom_share_of_rejections: float | None = None
     first_phantom_s: float | None = None        # seconds after the load started

@@ -122,6 +122,7 @@ def test_phantom_threshold_keeps_the_billing_allowance(tmp_path: Path) -> None:
     # + 0.0004 of room: phantom on exact billing, but not when the run shows 0.0008 of billing disagreement
     budget = 5 * cost() + MAX_RES + 0.0004
     exact = run(tmp_path / "exact", budget={"default_max_budget": budget})
+    shift(exact, "eu-1", MAX_RES, 20.0)      # a reservation that never comes back (else: a late release)
     exact.request(24.0, "eu-1", status=400, error_text=budget_text("eu-1", budget, budget))
     assert analyze(exact.write(), plots=False).evidence["phantom"]["count"] == 1
 
@@ -196,3 +197,37 @@ def test_orphan_within_billing_disagreement_is_a_note(tmp_path: Path) -> None:
     assert orph["orphaned_users"] == 0
     assert orph["within_billing_users"] == 1 and orph["within_billing_max"] == pytest.approx(0.0005)
     assert res.verdict == "NOT REPRODUCED"
+
+
+# -- late releases are not phantoms -------------------------------------------------------------------
+def _rejected_while_held(tmp_path: Path, held_until: float) -> RunBuilder:
+    """eu-1 is rejected at 24 s while a reservation (no request of eu-1 in flight) sits on its counter from
+    20 s to `held_until`; its key exists throughout."""
+    budget = 5 * cost() + MAX_RES + 0.0004
+    b = run(tmp_path, expect="clean", budget={"default_max_budget": budget})
+    shift(b, "eu-1", MAX_RES, 20.0, held_until)
+    b.request(24.0, "eu-1", status=400, error_text=budget_text("eu-1", budget + MAX_RES, budget))
+    return b
+
+
+def test_a_rejection_whose_reservation_came_back_later_is_a_late_release(tmp_path: Path) -> None:
+    res = analyze(_rejected_while_held(tmp_path, held_until=40.0).write(), plots=False)
+    ph = res.evidence["phantom"]
+    assert ph["count"] == 0 and ph["released_late"] == 1 and 15.0 <= ph["released_late_max_s"] <= 30.0
+    assert res.summary.late_release_rejections == 1 and res.verdict == "NOT REPRODUCED"
+    assert any("late releases, not phantoms" in n for n in res.evidence["notes"])
+
+
+def test_a_rejection_whose_reservation_never_came_back_is_a_phantom(tmp_path: Path) -> None:
+    b = _rejected_while_held(tmp_path, held_until=1e9)
+    res = analyze(b.write(), plots=False)
+    assert res.evidence["phantom"]["count"] == 1 and res.evidence["phantom"]["released_late"] == 0
+    assert res.verdict == "REPRODUCED"
+
+
+def test_a_counter_that_expired_is_no_release(tmp_path: Path) -> None:
+    # the excess stays until the key expires at 50 s: the drop to "no key" is a TTL, not a release
+    b = _rejected_while_held(tmp_path, held_until=1e9)
+    set_gone(b, "eu-1", 50.0)
+    res = analyze(b.write(), plots=False)
+    assert res.evidence["phantom"]["count"] == 1 and res.evidence["phantom"]["released_late"] == 0

@@ -44,11 +44,31 @@ class OrphanResult:
         }
 
 
-def judge_orphans(ctx: Context, inflation: InflationResult) -> OrphanResult:
+@dataclass
+class SampleExcess:
+    """Per sampled counter row of end users (sorted by end user, then time): whether the key existed, whether no
+    request of that end user could hold a reservation (`free`), the counter's excess over the true spend
+    (NaN where the key did not exist), its float tolerance and the billing allowance (`limit` = both)."""
+
+    sel: np.ndarray
+    codes: np.ndarray
+    t: np.ndarray
+    exists: np.ndarray
+    free: np.ndarray
+    excess: np.ndarray
+    reference: np.ndarray
+    limit: np.ndarray
+
+
+def sample_excess(ctx: Context, inflation: InflationResult, users: np.ndarray | None = None) -> SampleExcess | None:
+    """The samples' excess over what the run can explain (of `users` only, when given); None: no sample."""
     rows = inflation.rows
-    sel = np.flatnonzero((rows.code >= 0) & (rows.t <= ctx.ledger_horizon))
+    mask = (rows.code >= 0) & (rows.t <= ctx.ledger_horizon)
+    if users is not None:
+        mask &= np.isin(rows.code, users)
+    sel = np.flatnonzero(mask)
     if not len(sel):
-        return OrphanResult()
+        return None
     sel = sel[np.lexsort((rows.t[sel], rows.code[sel]))]     # per end user, in time order
     codes, t, counter = rows.code[sel], rows.t[sel], rows.counter[sel]
     # every request that could hold a reservation of its end user: the holders, and budget rejections too
@@ -61,15 +81,23 @@ def judge_orphans(ctx: Context, inflation: InflationResult) -> OrphanResult:
                                                                                            na_value=np.nan)]
     held = count_overlapping(h_code, h_start, h_end + ctx.release_grace_s, codes, t, t, ctx.spend.t_ref)
     exists = ~np.isnan(counter)
-    free = (held == 0) & exists
     reference = np.fmax(rows.high[sel], rows.db[sel])       # a counter equal to DB spend is billing
-    excess = counter - reference                             # NaN where the key did not exist
-    limit = tolerance(reference) + ctx.billing.allowance(codes)
+    return SampleExcess(sel=sel, codes=codes, t=t, exists=exists, free=(held == 0) & exists,
+                        excess=counter - reference, reference=reference,
+                        limit=tolerance(reference) + ctx.billing.allowance(codes))
+
+
+def judge_orphans(ctx: Context, inflation: InflationResult) -> OrphanResult:
+    se = sample_excess(ctx, inflation)
+    if se is None:
+        return OrphanResult()
+    codes, t, exists, free, excess, reference, limit = (se.codes, se.t, se.exists, se.free, se.excess, se.reference,
+                                                        se.limit)
     above = excess > limit
     small = free & (excess > tolerance(reference)) & ~above
     out = OrphanResult(samples_judged=int(free.sum()))
     found: list[dict[str, Any]] = []
-    t_last = float(rows.t[sel].max())
+    t_last = float(t.max())
     for code in np.unique(codes[free & above]):
         found += _orphans_of(int(code), np.flatnonzero(codes == code), t, exists, free, above, excess, t_last)
     small_users = set(codes[small].tolist()) - {f["code"] for f in found}

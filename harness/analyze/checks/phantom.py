@@ -1,6 +1,13 @@
 """Phantom rejections: budget rejections of end users whose true spend, plus what billing disagreement can add
 to it (harness/analyze/billing.py), was below their budget minus the reservations they could legitimately hold
-(definition: harness/analyze/README.md). Counted as `phantom`."""
+(definition: harness/analyze/README.md). Counted as `phantom`.
+
+A rejection whose excess was later taken back is a *late release*, not a phantom: the samples saw the end
+user's counter above what the run explains (true spend + billing allowance) around the rejection, and then back
+down to it at a later sample with no request of theirs in flight, while its key existed all along (so not a TTL
+expiry). The reservation was held by a request the
+proxy had not finished with yet (a starved proxy notices a walk-away late); a leaked reservation never comes
+back down. Late releases are notes with their lag, never findings."""
 
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from harness.analyze.checker import Check, CheckResult, Results
+from harness.analyze.checks.inflation import InflationResult
 from harness.analyze.classify import BUDGET, DISCONNECT, OK
 from harness.analyze.context import Context, holders
 from harness.analyze.jsonable import num, row_dict, share
@@ -51,6 +59,8 @@ class PhantomResult:
             "affected_end_users_sample": self.affected_users[:20],
             "max_reservation": ctx.max_reservation,
             "within_billing": int(self.table["within_billing"].sum()) if len(self.table) else 0,
+            "released_late": int(self.table["released_late_s"].notna().sum()) if len(self.table) else 0,
+            "released_late_max_s": num(self.table["released_late_s"].max()) if len(self.table) else None,
             "first": None,
             "worst": None,
         }
@@ -61,7 +71,41 @@ class PhantomResult:
         return out
 
 
-def judge_rejections(ctx: Context) -> PhantomResult:
+def _released_late(ctx: Context, inflation: InflationResult | None, codes: np.ndarray, t_end: np.ndarray,
+                   candidates: np.ndarray) -> np.ndarray:
+    """Per rejection: seconds after it ended until its end user's counter was back to what the run explains with
+    nothing in flight (its key existing at every sample in between); NaN: never (or not a candidate)."""
+    from harness.analyze.checks.orphans import sample_excess
+
+    lag = np.full(len(codes), np.nan)
+    if inflation is None or not candidates.any() or not len(ctx.ledger):
+        return lag      # without ground truth nothing is "explained": the printed counter stands
+    se = sample_excess(ctx, inflation, np.unique(codes[candidates]))
+    if se is None:
+        return lag
+    explained = se.free & ~(se.excess > se.limit)
+    starts = np.searchsorted(se.codes, codes, side="left")
+    ends = np.searchsorted(se.codes, codes, side="right")
+    for i in np.flatnonzero(candidates):
+        a, b = starts[i], ends[i]
+        t = se.t[a:b]
+        k = int(np.searchsorted(t, t_end[i], side="right"))
+        after_exists, after_explained = se.exists[a + k:b], explained[a + k:b]
+        gone = np.flatnonzero(~after_exists)
+        stop = int(gone[0]) if len(gone) else len(after_exists)      # the key expired (or was deleted) here
+        back = np.flatnonzero(after_explained[:stop])
+        if not len(back):
+            continue
+        # the excess must have been seen (the last sample at or before the rejection, up to the release), else
+        # the samples say nothing about it and the printed counter stands
+        first = max(a, a + k - 1)
+        seen = se.excess[first:a + k + int(back[0])] > se.limit[first:a + k + int(back[0])]
+        if seen.any():
+            lag[i] = float(t[k + int(back[0])] - t_end[i])
+    return lag
+
+
+def judge_rejections(ctx: Context, inflation: InflationResult | None = None) -> PhantomResult:
     r = ctx.requests
     failed = r["cls"] != OK
     rejections = int((failed & (r["cls"] != DISCONNECT)).sum())
@@ -95,12 +139,15 @@ def judge_rejections(ctx: Context) -> PhantomResult:
     phantom = judged & (high < threshold)
     within_billing = judged & ~phantom & (high < threshold + billing)
     printed = b["printed_counter"].to_numpy()
+    late_lag = _released_late(ctx, inflation, codes, t_end, judged & (high < threshold))
+    late = ~np.isnan(late_lag)
+    phantom &= ~late
     table = pd.DataFrame({
         "t_rel": t_start - ctx.t0, "end_user": ctx.names(codes),
         "status": b["status"].to_numpy(), "wording": b["wording"].to_numpy(), "printed_counter": printed,
         "printed_budget": printed_budget, "true_low": low, "true_high": high, "budget": budget,
         "in_flight": in_flight, "billing_allowance": billing, "threshold": threshold, "phantom": phantom,
-        "within_billing": within_billing, "excess": printed - high,
+        "within_billing": within_billing, "excess": printed - high, "released_late_s": late_lag,
     }, index=b.index)
     affected = sorted(set(table.loc[table["phantom"], "end_user"].astype(str)))
     return PhantomResult(rejections=rejections, budget_rejections=len(b),
@@ -116,8 +163,16 @@ class Phantom(Check):
     picture_alt = "Rejections over time by class"
 
     def run(self, ctx: Context, done: Results) -> CheckResult:
-        ph = judge_rejections(ctx)
+        infl = done.get("inflation")
+        ph = judge_rejections(ctx, infl.data if infl is not None and isinstance(infl.data, InflationResult)
+                              else None)
         findings, passed, notes = [], [], []
+        late = ph.table.loc[ph.table["released_late_s"].notna()] if len(ph.table) else ph.table
+        if len(late):
+            notes.append(f"{len(late)} budget rejection(s) of {late['end_user'].nunique()} end user(s) were late "
+                         "releases, not phantoms: the counter came back down to the true spend with nothing in flight "
+                         f"{late['released_late_s'].min():.0f}–{late['released_late_s'].max():.0f} s later (a "
+                         "reservation released after its request ended, e.g. by a starved proxy)")
         near = ph.table.loc[ph.table["within_billing"]]
         if len(near):
             notes.append(f"{len(near)} budget rejection(s) came within the billing disagreement (up to "
@@ -128,7 +183,8 @@ class Phantom(Check):
                             f"first at {ph.first_t:.1f} s")
         else:
             passed.append(f"0 phantom rejections among {ph.budget_rejections} budget rejection(s)")
-        summary = {"rejections": ph.rejections, "budget_rejections": ph.budget_rejections, "phantoms": ph.count,
+        summary = {"late_release_rejections": len(late),
+                   "rejections": ph.rejections, "budget_rejections": ph.budget_rejections, "phantoms": ph.count,
                    "phantom_users": len(ph.affected_users),
                    "phantom_share_of_rejections": share(ph.count, ph.rejections), "first_phantom_s": ph.first_t}
         return CheckResult(findings=findings, passed=passed, notes=notes, evidence=ph.evidence(ctx),
