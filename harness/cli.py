@@ -306,6 +306,9 @@ def catalog(
     duration: Annotated[float | None, typer.Option(help="override the load duration (s)")] = None,
     reanalyze: Annotated[bool, typer.Option(help="re-analyse the run folders the README table links, "
                                             "without running anything")] = False,
+    repeat: RepeatOpt = 1,
+    exclusive: ExclusiveOpt = False,
+    exclusive_wait: ExclusiveWaitOpt = DEFAULT_EXCLUSIVE_WAIT_S,
     add_runs: Annotated[str | None, typer.Option(help="comma-separated finished run folders of catalog scenarios "
                                                       "to put into the README table (read, not re-run)")] = None,
     json_out: JsonOpt = False,
@@ -315,6 +318,7 @@ def catalog(
     from harness.matrix.catalog import catalog_command
     from harness.matrix.execute import CellResult
     from harness.results_io import ResultsOutput, cells_results
+    from harness.run.experiment import RunOptions
 
     results = ResultsOutput(json_out, junit)
     cells: list[CellResult] = []
@@ -322,7 +326,9 @@ def catalog(
     with results.capture():
         code = catalog_command(versions, scenarios, update_readme, schema_only, duration, console,
                                reanalyze=reanalyze, on_cell=cells.append, on_out_dir=out_dirs.append,
-                               add_runs=[Path(p.strip()) for p in (add_runs or "").split(",") if p.strip()])
+                               add_runs=[Path(p.strip()) for p in (add_runs or "").split(",") if p.strip()],
+                               repeat=repeat,
+                               options=RunOptions(exclusive=exclusive, exclusive_wait_s=exclusive_wait))
     results.emit(cells_results("catalog", cells, code, str(out_dirs[0].absolute()) if out_dirs else None))
     raise typer.Exit(code)
 

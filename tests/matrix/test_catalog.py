@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -255,3 +256,34 @@ def test_reanalyze_keeps_rows_whose_folders_are_gone_as_they_are(tmp_path: Path)
     after = (d / "README.md").read_text()
     for which in ("outcomes", "earlier"):
         assert readme.section(after, which) == readme.section(before, which)
+
+
+def test_repeat_judges_each_cell_by_its_quiet_repeats(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = _dir(tmp_path)
+    monkeypatch.setattr(catalog, "results_dir", lambda: tmp_path / "results")
+    base = FakeRunner()
+
+    def flaky(starved: bool) -> Callable[[Path, str, Path], CellResult]:
+        n = {"alpha-1.108.7": 0}
+
+        def runner(scenario_path: Path, version: str, out_dir: Path) -> CellResult:
+            cell = base(scenario_path, version, out_dir)
+            if scenario_path.stem == "a" and version == "1.108.7":
+                n["alpha-1.108.7"] += 1
+                if n["alpha-1.108.7"] == 2:         # the second repeat: a false alarm
+                    cell.verdict, cell.starved = REPRODUCED, starved
+            return cell
+        return runner
+
+    code = catalog.catalog_command(None, "alpha", False, False, None, quiet(), runner=flaky(True), directory=d,
+                                   repeat=2)
+    assert code == 0          # the starved repeat is set aside: the quiet one decides
+    [out] = list((tmp_path / "results").glob("catalog-*"))
+    assert len(list(csv.DictReader((out / "catalog.csv").open()))) == 4
+    md = (out / "cells.md").read_text()
+    assert "1 starved repeat(s) set aside: REPRODUCED" in md
+    code = catalog.catalog_command(None, "alpha", False, False, None, quiet(), runner=flaky(False), directory=d,
+                                   repeat=2)
+    assert code == 1          # two quiet repeats that disagree: MIXED, no match
+    with pytest.raises(HarnessError, match="--repeat must be at least 1"):
+        catalog.catalog_command(None, "alpha", False, False, None, quiet(), runner=base, directory=d, repeat=0)

@@ -67,3 +67,41 @@ def test_matrix_md_csv_and_json_say_starved(tmp_path: Path) -> None:
     assert back.starved is True and back.foreign_cpu_share == 0.48
     doc = json.loads(cells_results("matrix", res.results, res.exit_code, None).model_dump_json())
     assert doc["cells"][0]["gate"] == "skipped" and doc["cells"][0]["starved"] is True
+
+
+def test_run_repeat_refuses_stack_options(tmp_path: Path) -> None:
+    import pytest
+
+    from harness.errors import HarnessError
+    from harness.matrix import repeat_command
+    from harness.run.experiment import RunOptions
+
+    with pytest.raises(HarnessError, match="--reuse, --keep and --name do not apply"):
+        repeat_command(SEED, 3, RunOptions(reuse=True, out=tmp_path / "r"), quiet())
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_run_repeat_is_a_one_cell_matrix(tmp_path: Path, monkeypatch: object) -> None:
+    import pytest
+
+    import harness.matrix as matrix_pkg
+    from harness.run.experiment import RunOptions
+    from tests.results_io.test_results_io import invoke
+
+    assert isinstance(monkeypatch, pytest.MonkeyPatch)
+    seen: list[tuple[int, RunOptions]] = []
+
+    def fake_repeat(scenario: Path, repeat: int, options: RunOptions, console: object) -> object:
+        seen.append((repeat, options))
+
+        def runner(scenario_path: Path, version: str, out_dir: Path) -> CellResult:
+            out_dir.mkdir(parents=True)
+            return CellResult("x", version, verdict=REPRODUCED, phantoms=100, leaked_usd=50.0)
+        return run_matrix([SEED], ["1.84.0"], runner, tmp_path / "rep", quiet(), repeat=repeat, plot=False)
+
+    monkeypatch.setattr(matrix_pkg, "repeat_command", fake_repeat)
+    result = invoke(["run", str(SEED), "--repeat", "3", "--exclusive", "--exclusive-wait", "5", "--json"])
+    doc = json.loads(result.stdout)
+    assert result.exit_code == doc["exit_code"] == 0 and doc["command"] == "run-repeat"
+    assert [c["repeat"] for c in doc["cells"]] == [1, 2, 3]
+    assert seen[0][0] == 3 and seen[0][1].exclusive and seen[0][1].exclusive_wait_s == 5

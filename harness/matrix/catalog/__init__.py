@@ -1,6 +1,7 @@
 """`harness catalog`: every catalog scenario on the versions it names, one run at a time, and the outcome table.
 
     harness catalog [--scenarios minimal,baseline] [--versions 1.84.0,1.108.7] [--update-readme] [--schema-only]
+                    [--repeat N] [--exclusive]
     harness catalog --reanalyze
 
 A catalog scenario is a YAML file in scenarios/; its optional `versions: [..]` names the LiteLLM versions it is
@@ -27,6 +28,7 @@ import csv
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
@@ -38,8 +40,13 @@ from harness.matrix.catalog.rows import csv_fields, display_path, outcome_row, r
 from harness.matrix.execute import CellResult, Runner
 from harness.paths import REPO_ROOT, results_dir
 from harness.run.runfolder import SCENARIO_FILE
+from harness.util.fsutil import atomic_write_text
+
+if TYPE_CHECKING:
+    from harness.run.experiment import RunOptions
 
 CATALOG_CSV = "catalog.csv"
+CELLS_MD = "cells.md"
 
 
 def run_catalog(cells: Sequence[tuple[Entry, str]], runner: Runner, out_dir: Path,
@@ -155,8 +162,11 @@ def catalog_command(versions: str | None, scenarios: str | None, update: bool, s
                     directory: Path = SCENARIOS_DIR, reanalyze: bool = False,
                     on_cell: Callable[[CellResult], None] | None = None,
                     on_out_dir: Callable[[Path], None] | None = None,
-                    add_runs: Sequence[Path] = ()) -> int:
-    """`harness catalog`: 0 when every cell that ran matches its expectation, 1 when one does not.
+                    add_runs: Sequence[Path] = (), repeat: int = 1, options: RunOptions | None = None) -> int:
+    """`harness catalog`: 0 when every cell that ran matches its expectation, 1 when one does not (with
+    `repeat` > 1 or starved runs: by the repeats' agreement rule of harness/matrix/cells.py — the verdict the
+    quiet repeats agree on; a contradiction seen only in starved runs is not failed). `options`: the
+    `harness run` options of every cell (--exclusive).
     `on_cell` sees each cell's CellResult as it ends, `on_out_dir` the catalog folder once it is chosen
     (both for --json / --junit). `add_runs`: put these finished run folders into the outcome table (with
     `reanalyze` too, after the re-analysis)."""
@@ -176,25 +186,51 @@ def catalog_command(versions: str | None, scenarios: str | None, update: bool, s
         update_readme(readme, None, entries_all)
         console.print(f"schema and catalog list refreshed in {readme}")
         return 0
-    cells = plan(discover(directory, _split(scenarios)), _split(versions))
+    if repeat < 1:
+        raise HarnessError("--repeat must be at least 1", "pass --repeat 1 or more")
+    cells = [c for c in plan(discover(directory, _split(scenarios)), _split(versions)) for _ in range(repeat)]
     if not cells:
         raise HarnessError("no (scenario, version) cell to run", "check --scenarios / --versions against the "
                            "scenarios' `versions:`")
     if runner is None:
         from harness.matrix.execute import RealRunner
 
-        runner = RealRunner(console, duration=duration)
+        runner = RealRunner(console, duration=duration, options=options)
     out_dir = results_dir() / f"catalog-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
     console.print(f"catalog: {len(cells)} run(s), one at a time → {out_dir / CATALOG_CSV}")
     if on_out_dir is not None:
         on_out_dir(out_dir)
     refresh = (lambda rows: update_readme(readme, rows, entries_all)) if update else None
-    rows = run_catalog(cells, runner, out_dir, say=console.print, on_row=refresh, on_cell=on_cell)
+    results: list[CellResult] = []
+
+    def seen(cell: CellResult) -> None:
+        results.append(cell)
+        if on_cell is not None:
+            on_cell(cell)
+
+    rows = run_catalog(cells, runner, out_dir, say=console.print, on_row=refresh, on_cell=seen)
     if update:
         console.print(f"outcome table updated in {readme}")
         _say_claims(readme, console)
     console.print(render_table(rows), markup=False, highlight=False)
-    return 0 if all(r["match"] != "NO" for r in rows) else 1
+    return _judge_cells(results, out_dir, console)
+
+
+def _judge_cells(results: list[CellResult], out_dir: Path, console: Console) -> int:
+    """The gate over the runs by cell (the agreement rule); with repeats or starved runs, cells.md shows each
+    cell's agreed verdict, its spread and what was set aside."""
+    from harness.matrix.cells import gate_exit_code, group
+    from harness.matrix.report import render_matrix_md
+
+    cells = group(results)
+    code = gate_exit_code(cells)
+    if any(len(c.runs) > 1 or c.note for c in cells):
+        atomic_write_text(out_dir / CELLS_MD, render_matrix_md(cells, out_dir, f"Catalog {out_dir.name}: cells",
+                                                               "harness catalog", code, None,
+                                                               [f"- {c.scenario} × {c.version}: {c.note}"
+                                                                for c in cells if c.note]))
+        console.print(f"cells (agreement rule, spread): {out_dir / CELLS_MD}", highlight=False)
+    return code
 
 
 def _say_claims(readme: Path, console: Console) -> None:
