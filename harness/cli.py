@@ -72,11 +72,14 @@ def images_build(versions: Annotated[list[str], typer.Argument(help="LiteLLM ver
 
 @env_app.command("list")
 def env_list() -> None:
-    """List cached LiteLLM environments."""
+    """List cached LiteLLM environments (a candidate build's: with what it was built from)."""
     from harness.litellm import env as litellm_env
+    from harness.litellm.candidate import describe_build
 
     for env in litellm_env.cached():
-        console.print(f"{env.version}\t{env.root}")
+        build = env.info().get("litellm")
+        source = f"\t{describe_build(build)}" if isinstance(build, dict) and build.get("kind") != "pypi" else ""
+        console.print(f"{env.version}\t{env.root}{source}", highlight=False, markup=False, soft_wrap=True)
 
 
 # -- stack -----------------------------------------------------------------------------------------

@@ -561,3 +561,20 @@ def test_a_bad_candidate_path_is_one_line_before_any_build(cache: Path, tmp_path
         litellm_env.ensure(str(tmp_path / "litellm-9.9.9-py3-none-any.whl"))
     assert not called.exists()
     assert not (cache / "litellm").exists() or not any((cache / "litellm").iterdir())
+
+
+def test_env_list_names_what_a_candidate_was_built_from(cache: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from harness import cli
+    from tests.litellm.test_candidate import make_wheel
+
+    whl = make_wheel(tmp_path / "litellm-1.84.0-py3-none-any.whl")
+    build = litellm_env.parse(str(whl))
+    env = fake_ready(build.label)
+    info = json.loads(env.ready_path.read_text())
+    env.ready_path.write_text(json.dumps({**info, "litellm": build.public()}))
+    fake_ready("1.84.0")
+    cli.env_list()
+    lines = [line.split(maxsplit=2) for line in capsys.readouterr().err.splitlines()]    # the console expands tabs
+    assert lines[0] == ["1.84.0", str(cache / "litellm" / "1.84.0")]
+    assert lines[1] == [build.label, str(env.root), f"wheel declaring 1.84.0, sha256 {build.sha256}, {whl.resolve()}"]
