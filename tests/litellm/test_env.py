@@ -36,17 +36,23 @@ def fake_ready(version: str, engine: str = "standin") -> litellm_env.LiteLLMEnv:
     return env
 
 
+def _failing_uv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A uv that fails and leaves a file behind: the returned path exists iff a build was attempted."""
+    called = tmp_path / "uv-was-called"
+    fake_uv = tmp_path / "uv"
+    fake_uv.write_text(f"#!/bin/sh\ntouch {called}\nexit 1\n")
+    fake_uv.chmod(0o755)
+    monkeypatch.setattr(litellm_env._Builder, "_uv", lambda self: str(fake_uv))
+    return called
+
+
 @pytest.mark.parametrize("version,words", [("banana", ["not a LiteLLM version"]),
                                            ("1.84", ["not an exact LiteLLM release"]),
                                            ("1.50.0", ["1.50.0", "older than"])])
 def test_malformed_versions_fail_in_one_line_before_any_build(cache: Path, tmp_path: Path, version: str,
                                                               words: list[str],
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    called = tmp_path / "uv-was-called"
-    fake_uv = tmp_path / "uv"
-    fake_uv.write_text(f"#!/bin/sh\ntouch {called}\nexit 1\n")
-    fake_uv.chmod(0o755)
-    monkeypatch.setattr(litellm_env._Builder, "_uv", lambda self: str(fake_uv))
+    called = _failing_uv(tmp_path, monkeypatch)
     with pytest.raises(HarnessError) as info:
         litellm_env.ensure(version)
     line = info.value.line()
@@ -552,11 +558,7 @@ def test_the_same_candidate_reuses_its_environment_and_another_one_never_does(
 
 def test_a_bad_candidate_path_is_one_line_before_any_build(cache: Path, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    called = tmp_path / "uv-was-called"
-    fake_uv = tmp_path / "uv"
-    fake_uv.write_text(f"#!/bin/sh\ntouch {called}\nexit 1\n")
-    fake_uv.chmod(0o755)
-    monkeypatch.setattr(litellm_env._Builder, "_uv", lambda self: str(fake_uv))
+    called = _failing_uv(tmp_path, monkeypatch)
     with pytest.raises(HarnessError, match="no such file or folder"):
         litellm_env.ensure(str(tmp_path / "litellm-9.9.9-py3-none-any.whl"))
     assert not called.exists()

@@ -14,7 +14,7 @@ import pytest
 from harness.errors import HarnessError
 from harness.litellm.candidate import parse
 from tests.litellm.test_candidate import git_tree, make_tree, make_wheel
-from tests.run.test_experiment import SCENARIO, Harness, _nothing_created, _stages, load_spec
+from tests.run.test_experiment import SCENARIO, Harness, _nothing_created, _stages, isolated_dirs, load_spec
 
 EXPECTING = SCENARIO + 'expect_by_version:\n  "1.108.7": clean\n'
 
@@ -26,12 +26,7 @@ def scenario_file(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True)
-def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    results = tmp_path / "results"
-    monkeypatch.setenv("HARNESS_RESULTS_DIR", str(results))
-    monkeypatch.setenv("HARNESS_STATE_DIR", str(tmp_path / "state"))
-    return results
+__all__ = ["isolated_dirs"]     # test_experiment's autouse fixture: results and state in tmp_path here too
 
 
 def test_a_wheel_run_uses_the_declared_version_and_names_the_build(scenario_file: Path, tmp_path: Path,

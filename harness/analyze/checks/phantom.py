@@ -20,6 +20,7 @@ import pandas as pd
 
 from harness.analyze.checker import Check, CheckResult, Results
 from harness.analyze.checks.inflation import InflationResult
+from harness.analyze.checks.orphans import sample_excess
 from harness.analyze.classify import BUDGET, DISCONNECT, OK
 from harness.analyze.context import Context, holders
 from harness.analyze.jsonable import num, row_dict, share
@@ -75,8 +76,6 @@ def _released_late(ctx: Context, inflation: InflationResult | None, codes: np.nd
                    candidates: np.ndarray) -> np.ndarray:
     """Per rejection: seconds after it ended until its end user's counter was back to what the run explains with
     nothing in flight (its key existing at every sample in between); NaN: never (or not a candidate)."""
-    from harness.analyze.checks.orphans import sample_excess
-
     lag = np.full(len(codes), np.nan)
     if inflation is None or not candidates.any() or not len(ctx.ledger):
         return lag      # without ground truth nothing is "explained": the printed counter stands
