@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
 
+import click
 import typer
 from rich.console import Console
 
@@ -93,12 +94,35 @@ def up(
     base_port: Annotated[int | None, typer.Option(help="first port to use (else free ports)")] = None,
     transaction_buffer: Annotated[bool, typer.Option(help="use_redis_transaction_buffer")] = True,
     backend: Annotated[str, typer.Option(help="local (processes) | compose (Docker)")] = "local",
+    scenario: Annotated[Path | None, typer.Option(help="shape the stack like this scenario (pricing, budget, "
+                                                       "mock, LiteLLM settings, replicas, version), so `harness run "
+                                                       "SCENARIO --backend external` can drive it; --litellm / "
+                                                       "--replicas still override")] = None,
 ) -> None:
     """Start Redis, Postgres, the mock LLM and N LiteLLM proxy replicas (local processes by default)."""
     from harness.litellm import candidate
     from harness.stack.backends import make_stack
     from harness.stack.base import StackSpec
 
+    if scenario is not None:
+        from click.core import ParameterSource
+
+        from harness.scenario.model import load_scenario
+
+        ctx = click.get_current_context()
+        given = {p: ctx.get_parameter_source(p) == ParameterSource.COMMANDLINE
+                 for p in ("litellm", "replicas", "budget", "transaction_buffer")}
+        shaped = load_scenario(scenario, {"litellm": litellm if given["litellm"] else None,
+                                          "replicas": replicas if given["replicas"] else None})
+        build = candidate.parse(shaped.litellm)
+        candidate.check_backend(build, backend)
+        spec = StackSpec.from_scenario(shaped)
+        spec.base_port, spec.candidate = base_port, build
+        if given["budget"]:
+            spec.default_budget = budget
+        endpoints = make_stack(backend, name).up(spec, console=console)
+        print(endpoints.describe())
+        return
     build = candidate.parse(litellm)
     candidate.check_backend(build, backend)
     spec = StackSpec(version=build.version, replicas=replicas, default_budget=budget, base_port=base_port,
@@ -134,15 +158,56 @@ def down(
 
 
 @app.command()
-def status(name: Annotated[str | None, typer.Option(help="stack name (default: every stack)")] = None) -> None:
+def status(
+    name: Annotated[str | None, typer.Option(help="stack name (default: every stack)")] = None,
+    format_: Annotated[str, typer.Option("--format", help="text (processes and endpoints) | target (a target file "
+                                                          "for `harness run --backend external --target`; needs "
+                                                          "--name)")] = "text",
+) -> None:
     """Show each stack's processes/containers and endpoints (every stack of every backend, or one)."""
     from harness.stack.backends import find_stacks, list_stacks
 
+    if format_ not in ("text", "target"):
+        raise HarnessError(f"--format {format_!r} is not known", "use text or target")
+    if format_ == "target":
+        from harness.stack.external.fromstack import target_yaml
+
+        if name is None:
+            raise HarnessError("--format target describes one stack", "add --name <stack>")
+        running = [s for s in find_stacks(name) if s.is_running() and s.backend != "external"]
+        if not running:
+            raise HarnessError(f"stack '{name}' is not running", f"start it with `harness up --name {name}`")
+        print(target_yaml(running[0]), end="")
+        return
     stacks = list_stacks() if name is None else find_stacks(name)
     if not stacks:
         print("no stacks" if name is None else f"stack '{name}': not running")
         return
     print("\n\n".join(stack.status() for stack in stacks))
+
+
+target_app = typer.Typer(no_args_is_help=True, help="Deployments the external backend drives (target files).")
+app.add_typer(target_app, name="target")
+
+
+@target_app.command("check")
+def target_check(target: Annotated[Path, typer.Argument(help="target file (stack/external/target.py)")]) -> None:
+    """Say what of a target is reachable and which capabilities it has, without sending load.
+
+    Exit 0 when everything a run needs answers, 1 when something does not, 2 for a bad target file."""
+    from harness.stack.external.probe import probe
+    from harness.stack.external.target import load_target
+
+    found_target = load_target(target)
+    found = probe(found_target)
+    print(f"target {found_target.name} ({target}): LiteLLM {found.version or '?'}")
+    print(found.table())
+    caps = [k for k, v in found.capabilities.items() if v]
+    print(f"capabilities: {', '.join(caps) or 'none'} (mock faults always)")
+    if found.failures:
+        print(f"NOT READY: {len(found.failures)} required part(s) do not answer")
+        raise typer.Exit(1)
+    print("ready: `harness run SCENARIO --backend external --target " + str(target) + "`")
 
 
 # -- experiments -----------------------------------------------------------------------------------
@@ -152,7 +217,11 @@ def run(
     litellm: Annotated[str | None, typer.Option(help="override the scenario's LiteLLM version; or a candidate "
                                                      "build: a wheel file or a LiteLLM source tree (git checkout, "
                                                      "unpacked sdist)")] = None,
-    backend: Annotated[str | None, typer.Option(help="override the scenario's backend: local | compose")] = None,
+    backend: Annotated[str | None, typer.Option(help="override the scenario's backend: local | compose | external "
+                                                     "(with --target)")] = None,
+    target: Annotated[Path | None, typer.Option(help="--backend external: the target file naming the deployment "
+                                                     "(`harness target check`; `harness status --format target` "
+                                                     "prints one for a stack the harness started)")] = None,
     replicas: Annotated[int | None, typer.Option(help="override the scenario's replica count")] = None,
     duration: Annotated[float | None, typer.Option(help="override the load duration (s)")] = None,
     seed: Annotated[int | None, typer.Option(help="override the scenario's seed")] = None,
@@ -196,7 +265,7 @@ def run(
     results = ResultsOutput(json_out, junit)
     opts = RunOptions(litellm=litellm, backend=backend, replicas=replicas, duration=duration, seed=seed, reuse=reuse,
                       keep=keep, processes=processes, out=out, stack_name=name, exclusive=exclusive,
-                      exclusive_wait_s=exclusive_wait)
+                      exclusive_wait_s=exclusive_wait, target=target)
     if (min_phantoms or min_leaked) and not bisect:
         raise HarnessError("--min-phantoms / --min-leaked only apply with --bisect", "add --bisect or drop them")
     if bisect and repeat > 1:

@@ -7,8 +7,10 @@ Rows are buffered in memory and written by `flush()`, which the server calls at 
 from __future__ import annotations
 
 import csv
+import io
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -28,6 +30,7 @@ EVENTS_COLUMNS = (
 
 class _CsvFile:
     def __init__(self, path: Path, columns: tuple[str, ...]) -> None:
+        self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         new = not path.exists() or path.stat().st_size == 0
         self._fh: IO[str] = open(path, "a", newline="", buffering=1 << 16)  # noqa: SIM115
@@ -56,6 +59,7 @@ class Ledger:
     columns = LEDGER_COLUMNS
 
     def __init__(self, path: Path) -> None:
+        self.path = path
         self._file = _CsvFile(path, LEDGER_COLUMNS)
         self._rows: list[tuple[object, ...]] = []
         self.count = 0
@@ -80,6 +84,7 @@ class EventLog:
     """mock-events.csv: every configuration change, written through at once (they are rare)."""
 
     def __init__(self, path: Path) -> None:
+        self.path = path
         self._file = _CsvFile(path, EVENTS_COLUMNS)
 
     def record(self, event: str, source: str, change: Any, config: Any) -> None:
@@ -93,3 +98,37 @@ def _json(value: Any) -> str:
     if value is None:
         return ""
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+EXPORT_BATCH = 5000     # rows per piece of an export (read in a worker thread, sent as one chunk)
+
+
+def export_rows(path: Path, since: float, end_user_prefix: str | None = None) -> Iterator[bytes]:
+    """The CSV file at `path` (ledger or events) as CSV pieces: the header, then the rows whose first column
+    (a Unix time) is at least `since` and — with `end_user_prefix`, ledger only — whose end user starts with it.
+    What `GET /control/ledger` and `/control/events` stream to a harness that does not share this disk."""
+    with open(path, newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None:
+            return
+        i_user = header.index("end_user") if end_user_prefix is not None and "end_user" in header else None
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(header)
+        n = 0
+        for row in reader:
+            try:
+                if not row or float(row[0]) < since:
+                    continue
+            except ValueError:
+                continue
+            if i_user is not None and not row[i_user].startswith(end_user_prefix or ""):
+                continue
+            writer.writerow(row)
+            n += 1
+            if n % EXPORT_BATCH == 0:
+                yield out.getvalue().encode()
+                out.seek(0)
+                out.truncate()
+        yield out.getvalue().encode()

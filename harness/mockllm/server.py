@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -13,7 +14,7 @@ from aiohttp import web
 from harness.mockllm import responses as wire
 from harness.mockllm.config import ConfigError, apply_patch
 from harness.mockllm.injection import FaultPlan, decide, from_header
-from harness.mockllm.ledger import EventLog, Ledger
+from harness.mockllm.ledger import EventLog, Ledger, export_rows
 from harness.mockllm.tokens import completion_tokens, prompt_tokens, spread
 from harness.util.netutil import abort_with_rst
 
@@ -62,6 +63,8 @@ class MockServer:
         app.router.add_get("/control/faults", self.get_faults)
         app.router.add_post("/control/faults", self.set_faults)
         app.router.add_post("/control/reset", self.reset)
+        app.router.add_get("/control/ledger", self.export_ledger)
+        app.router.add_get("/control/events", self.export_events)
         return app
 
     def begin_stop(self) -> None:
@@ -95,6 +98,29 @@ class MockServer:
         self.config = self.initial
         self.events.record("reset", "control", None, self.config)
         return _json(200, self.config)
+
+    async def export_ledger(self, request: web.Request) -> web.StreamResponse:
+        """The ledger as CSV, for a harness that does not share this disk (the external backend):
+        `?since=<unix time>` (rows that started then or later; default all) and `&end_user_prefix=<p>`."""
+        self.ledger.flush()
+        return await self._export(request, self.ledger.path, request.query.get("end_user_prefix"))
+
+    async def export_events(self, request: web.Request) -> web.StreamResponse:
+        """mock-events.csv as CSV, `?since=<unix time>`."""
+        return await self._export(request, self.events.path, None)
+
+    async def _export(self, request: web.Request, path: Path, prefix: str | None) -> web.StreamResponse:
+        try:
+            since = float(request.query.get("since", "0"))
+        except ValueError:
+            return _json(400, {"error": "since must be a Unix time"})
+        pieces = export_rows(path, since, prefix)
+        resp = web.StreamResponse(headers={"Content-Type": "text/csv"})
+        await resp.prepare(request)
+        while (piece := await asyncio.to_thread(next, pieces, None)) is not None:
+            await resp.write(piece)
+        await resp.write_eof()
+        return resp
 
     # -- chat completions ---------------------------------------------------------------------------
     async def chat(self, request: web.Request) -> web.StreamResponse:

@@ -21,6 +21,7 @@ unit tests with tests/conftest.py's FakeStack and fake stages.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import shlex
@@ -67,6 +68,7 @@ class RunOptions:
     analyze: bool = True
     exclusive: bool = False           # wait until no other harness run or stack is on the machine
     exclusive_wait_s: float = DEFAULT_WAIT_S
+    target: Path | None = None        # --backend external: the target file (harness/stack/external/target.py)
 
 
 def resolve_scenario(path: Path, opts: RunOptions) -> Scenario:
@@ -120,7 +122,12 @@ def prepare(path: Path, opts: RunOptions, stack_factory: StackFactory) -> Prepar
     if run_dir.exists() and any(run_dir.iterdir()):
         raise HarnessError(f"run folder {run_dir} exists and is not empty", "pass another --out")
     stack_name = opts.stack_name or ("default" if opts.reuse else f"run-{run_id}")
-    stack = stack_factory(scenario.backend, stack_name)      # refuses an unknown or unimplemented backend
+    if scenario.backend == "external":
+        stack = _external_stack(stack_name, scenario, run_id, opts)
+    else:
+        if opts.target is not None:
+            raise HarnessError("--target names a deployment for --backend external", "add --backend external")
+        stack = stack_factory(scenario.backend, stack_name)      # refuses an unknown or unimplemented backend
     spec = StackSpec.from_scenario(scenario, run_dir)
     spec.candidate = build
     try:
@@ -134,6 +141,28 @@ def prepare(path: Path, opts: RunOptions, stack_factory: StackFactory) -> Prepar
             stack.forget()     # a backend may have made an (empty) state folder for the new stack
         raise
     return Prepared(scenario, run_id, run_dir, stack, spec, reused)
+
+
+def _external_stack(name: str, scenario: Scenario, run_id: str, opts: RunOptions) -> Stack:
+    """The external backend's stack on the target file (read and checked: remote hosts need allow_remote), and
+    the scenario's end users renamed to carry this run's own prefix (a shared deployment: never touch others)."""
+    from harness.stack.external import load_target, with_target
+
+    if opts.reuse:
+        raise HarnessError("--reuse does not apply to --backend external (the target is always reused)",
+                           "drop --reuse")
+    stack = with_target(name, load_target(opts.target))
+    scope_end_users(scenario, run_id)
+    return stack
+
+
+def scope_end_users(scenario: Scenario, run_id: str) -> str:
+    """Prefix every end-user id of `scenario` (the generated ones and `budget.per_user`'s) with a tag derived
+    from `run_id`; returns the tag. The ids stay valid LiteLLM user ids and short enough to read."""
+    tag = "r" + hashlib.sha256(run_id.encode()).hexdigest()[:10] + "-"
+    scenario.end_users.prefix = tag + scenario.end_users.prefix
+    scenario.budget.per_user = {tag + user: budget for user, budget in scenario.budget.per_user.items()}
+    return tag
 
 
 def _running_endpoints(stack: Stack, scenario: Scenario, build: Candidate) -> Endpoints:
@@ -158,6 +187,8 @@ def _command_line(path: Path, opts: RunOptions, scenario: Scenario, build: Candi
         parts += ["--duration", str(opts.duration)]
     if scenario.backend != "local":
         parts += ["--backend", scenario.backend]
+    if opts.target is not None:
+        parts += ["--target", str(opts.target)]
     if opts.exclusive:
         parts += ["--exclusive"]
     return shlex.join(parts)
@@ -266,7 +297,8 @@ def _finish_stack(stack: Stack, meta: MetaWriter, console: Console, stop: bool) 
     except Exception as exc:  # noqa: BLE001 - figures only; must not hide the error being raised, if any
         meta.update(processes_error=_describe(exc))
     if stop:
-        console.print("stopping the stack …")
+        console.print("releasing the target: what the run started stops, the deployment stays up …"
+                      if stack.backend == "external" else "stopping the stack …")
         stack.down()
         stack.forget()
     else:

@@ -79,14 +79,15 @@ def _put(out: Counters, prefix_len: int, key: bytes, value: bytes | None, pttl: 
     out[key[prefix_len:].decode(errors="replace")] = (counter, -1.0 if pttl == -1 else pttl / 1000.0)
 
 
-def read_counters(client: redis.Redis, namespace: str | None = None, server_side: bool = True) -> Counters:
-    """{end user: (counter, ttl seconds)} for every `[<ns>:]spend:end_user:*` key (SCAN, never KEYS).
+def read_counters(client: redis.Redis, namespace: str | None = None, server_side: bool = True,
+                  user_prefix: str = "") -> Counters:
+    """{end user: (counter, ttl seconds)} for every `[<ns>:]spend:end_user:<user_prefix>*` key (SCAN, never KEYS).
 
     server_side=True: each SCAN step runs with its MGET + PTTLs in one Lua call (falls back to the client-side
     path when scripting is refused); False: client-side SCAN, then MGET + pipelined PTTL per batch.
     """
     prefix = counter_prefix(namespace)
-    match = _glob_escape(prefix) + "*"
+    match = _glob_escape(prefix + user_prefix) + "*"
     if server_side:
         try:
             return _read_server_side(client, prefix, match)
@@ -153,9 +154,12 @@ def read_other_counters(client: redis.Redis, namespace: str | None = None) -> li
     return sorted(out)
 
 
-def read_db_spend(conn: psycopg.Connection[Any]) -> dict[str, float | None]:
+def read_db_spend(conn: psycopg.Connection[Any], user_prefix: str = "") -> dict[str, float | None]:
     with conn.cursor() as cur:
-        cur.execute(END_USER_QUERY)
+        if user_prefix:
+            cur.execute(END_USER_QUERY + " WHERE starts_with(user_id, %s)", (user_prefix,))
+        else:
+            cur.execute(END_USER_QUERY)
         return {str(user): (None if spend is None else float(spend)) for user, spend in cur.fetchall()}
 
 
@@ -182,12 +186,15 @@ class Sampler:
     """A thread that samples every `interval_s` (ticks on a fixed grid; missed ticks are skipped)."""
 
     def __init__(self, redis_url: str, dsn: str, run_dir: Path, interval_s: float = 1.0,
-                 namespace: str | None = None) -> None:
+                 namespace: str | None = None, *, user_prefix: str = "",
+                 redis_options: dict[str, Any] | None = None, postgres_options: dict[str, Any] | None = None) -> None:
         self.redis_url = redis_url
         self.dsn = dsn
         self.run_dir = Path(run_dir)
         self.interval_s = interval_s
         self.namespace = namespace
+        self.user_prefix = user_prefix          # only end users whose id starts with it (external: the run's own)
+        self._pg_options = dict(postgres_options or {})
         self.samples = 0
         self.errors = 0
         self.last_error: str | None = None
@@ -196,7 +203,8 @@ class Sampler:
         # the latest sample's largest (Redis counter − DB spend) over end users, for the progress display
         self.max_counter_minus_db: float | None = None
         self._last_t: float | None = None
-        self._redis = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2)
+        self._redis = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2,
+                                           **(redis_options or {}))
         self._conn: psycopg.Connection[Any] | None = None
         self._out: _SamplesAppender | None = None
         self._lock = threading.Lock()      # sample_once may be called from the run's thread too
@@ -206,7 +214,7 @@ class Sampler:
     # -- one sample ---------------------------------------------------------------------------------
     def _db(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5)
+            self._conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5, **self._pg_options)
         return self._conn
 
     def _appender(self) -> _SamplesAppender:
@@ -220,8 +228,8 @@ class Sampler:
             t = time.time()
             started = time.perf_counter()
             try:
-                counters = read_counters(self._redis, self.namespace)
-                db = read_db_spend(self._db())
+                counters = read_counters(self._redis, self.namespace, user_prefix=self.user_prefix)
+                db = read_db_spend(self._db(), self.user_prefix)
             except (redis.RedisError, psycopg.Error, OSError) as exc:
                 self.errors += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import psycopg.sql
 
 from harness.run.runfolder import SPEND_LOGS_COLUMNS, SPEND_LOGS_FILE
 
@@ -52,8 +53,9 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def select_sql(present: set[str]) -> tuple[str, list[str]]:
-    """The SELECT over the table's columns that exist (`present`); NULL for the others, which are returned."""
+def select_sql(present: set[str], where: str = "") -> tuple[str, list[str]]:
+    """The SELECT over the table's columns that exist (`present`); NULL for the others, which are returned.
+    `where`: an SQL condition (already quoted) on the table's own columns."""
     parts: list[str] = []
     missing: list[str] = []
     for out in SPEND_LOGS_COLUMNS:
@@ -64,18 +66,22 @@ def select_sql(present: set[str]) -> tuple[str, list[str]]:
             parts.append(f"NULL AS {_quote(out)}")
             missing.append(out)
     order = ", ".join(_quote(c) for c in ("startTime", "request_id") if c in present)
-    return f'SELECT {", ".join(parts)} FROM {_quote(TABLE)}' + (f" ORDER BY {order}" if order else ""), missing
+    return (f'SELECT {", ".join(parts)} FROM {_quote(TABLE)}' + (f" WHERE {where}" if where else "")
+            + (f" ORDER BY {order}" if order else "")), missing
 
 
-def dump_spend_logs(dsn: str, run_dir: Path, *, connect_timeout: float = 5.0) -> dict[str, Any]:
-    """Write spend-logs.csv; returns what meta.json records as `spend_logs` (never raises for the database)."""
+def dump_spend_logs(dsn: str, run_dir: Path, *, connect_timeout: float = 5.0, end_user_prefix: str = "",
+                    postgres_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write spend-logs.csv; returns what meta.json records as `spend_logs` (never raises for the database).
+    `end_user_prefix`: only rows of end users whose id starts with it (a shared deployment: the run's own)."""
     run_dir = Path(run_dir)
     path = run_dir / SPEND_LOGS_FILE
     tmp = path.with_name(path.name + ".part")
     t = time.time()
     info: dict[str, Any] = {"file": None, "rows": 0, "t": t, "columns_missing": [], "reason": None}
     try:
-        with psycopg.connect(dsn, autocommit=True, connect_timeout=int(max(1, connect_timeout))) as conn:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=int(max(1, connect_timeout)),
+                             **(postgres_options or {})) as conn:
             present = {str(r[0]) for r in conn.execute(
                 "SELECT column_name FROM information_schema.columns WHERE table_name = %s "
                 "AND table_schema = ANY(current_schemas(false))", (TABLE,)).fetchall()}
@@ -87,7 +93,13 @@ def dump_spend_logs(dsn: str, run_dir: Path, *, connect_timeout: float = 5.0) ->
             if absent:
                 info["reason"] = f'"{TABLE}" has no {", ".join(absent)} column: its rows cannot be reconciled'
                 return info
-            sql, missing = select_sql(present)
+            where = ""
+            if end_user_prefix:
+                if "end_user" not in present:
+                    info["reason"] = f'"{TABLE}" has no end_user column: this run\'s rows cannot be told apart'
+                    return info
+                where = f"starts_with({_quote('end_user')}, {psycopg.sql.Literal(end_user_prefix).as_string(conn)})"
+            sql, missing = select_sql(present, where)
             info["columns_missing"] = missing
             with open(tmp, "wb") as fh, conn.cursor() as cur:
                 fh.write((",".join(SPEND_LOGS_COLUMNS) + "\n").encode())

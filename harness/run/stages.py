@@ -7,9 +7,10 @@ end, Ctrl-C/SIGTERM, an error. A stage is stopped once its start was called, eve
 meta.json and the run folder's files.
 
 The default order and why: budgets (end users must exist before the first request), sampler (samples from
-before the first request), drain (its stop — the wait after the load, sampling on — must come after the
-load's and the nemesis's stops and before the sampler's), CPU meter (measures the load and the end of the
-fault windows), nemesis (windows are timed from the load start), load (Locust).
+before the first request), ledger (its stop fetches the mock's ledger over HTTP when the mock does not write
+into the run folder: after the drain, before the sampler's last sample), drain (its stop — the wait after the
+load, sampling on — must come after the load's and the nemesis's stops and before the sampler's), CPU meter
+(measures the load and the end of the fault windows), nemesis (windows are timed from the load start), load (Locust).
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+import httpx
+
 from harness.errors import HarnessError, Interrupted
 from harness.run.progress import PlainProgress, progress_line
-from harness.run.runfolder import LEDGER_FILE
+from harness.run.runfolder import LEDGER_FILE, MOCK_EVENTS_FILE
 from harness.stack.base import LoadRunner, Stack, master_key_file, write_master_key_file
 
 if TYPE_CHECKING:
@@ -63,6 +66,40 @@ class BudgetsStage(Stage):
         ctx.meta.update(end_users_created=create_end_users(ctx.scenario, ctx.endpoints))
 
 
+def run_user_prefix(ctx: RunContext) -> str:
+    """On a deployment the harness shares (read_only endpoints: the external backend) every end user of the run
+    carries the run's own prefix (harness.run.experiment.scope_end_users), and only those are sampled and read
+    back; on a stack of its own, all."""
+    if not ctx.endpoints.read_only:
+        return ""
+    return os.path.commonprefix([ctx.scenario.end_users.prefix, *ctx.scenario.budget.per_user])
+
+
+class LedgerStage(Stage):
+    """After the drain: when the mock did not write its ledger into the run folder (a deployment the harness
+    did not start, or a reused stack), download this run's rows — and the mock's events — over HTTP
+    (`GET /control/ledger`, harness/mockllm/README.md): the ground truth must be in the run folder."""
+
+    name = "ledger"
+
+    def stop(self, ctx: RunContext) -> None:
+        from harness.mockllm import MockControl
+
+        if ctx.t_load_start is None or (ctx.run_dir / LEDGER_FILE).exists():
+            return
+        since = float(ctx.meta.data.get("t_created") or ctx.t_load_start)
+        control = MockControl(ctx.endpoints.mock_url)
+        try:
+            rows = control.download("ledger", ctx.run_dir / LEDGER_FILE, since=since,
+                                    end_user_prefix=run_user_prefix(ctx) or None)
+            events = control.download("events", ctx.run_dir / MOCK_EVENTS_FILE, since=since)
+        except (httpx.HTTPError, ValueError, OSError) as exc:
+            raise HarnessError(f"the mock's ledger could not be read from {ctx.endpoints.mock_url}: {exc}",
+                               "the run has no ground truth; check the mock") from None
+        ctx.meta.update(ledger_source={"url": ctx.endpoints.mock_url, "rows": rows, "events": events,
+                                       "since": since})
+
+
 class SamplerStage(Stage):
     """samples.csv every `sampling.interval_s` from before the load to after the drain, plus one last sample;
     then (when a load started) LiteLLM's spend logs into spend-logs.csv (meta.json `spend_logs`)."""
@@ -77,7 +114,8 @@ class SamplerStage(Stage):
 
         ep = ctx.endpoints
         self.sampler = Sampler(ep.redis_direct_url, ep.postgres_dsn, ctx.run_dir, ctx.scenario.sampling.interval_s,
-                               namespace=ep.redis_namespace)
+                               namespace=ep.redis_namespace, user_prefix=run_user_prefix(ctx),
+                               redis_options=ep.redis_options, postgres_options=ep.postgres_options)
         self.sampler.start()
 
     def progress(self) -> dict[str, Any]:
@@ -95,7 +133,9 @@ class SamplerStage(Stage):
         if ctx.t_load_start is not None:    # after the drain: LiteLLM's per-request bill (harness/run/spendlogs.py)
             from harness.run.spendlogs import dump_spend_logs
 
-            ctx.meta.update(spend_logs=dump_spend_logs(ctx.endpoints.postgres_dsn, ctx.run_dir))
+            ctx.meta.update(spend_logs=dump_spend_logs(ctx.endpoints.postgres_dsn, ctx.run_dir,
+                                                       end_user_prefix=run_user_prefix(ctx),
+                                                       postgres_options=ctx.endpoints.postgres_options))
 
 
 class DrainStage(Stage):
@@ -268,5 +308,5 @@ class LoadStage(Stage):
 
 
 def default_stages() -> list[Stage]:
-    return [BudgetsStage(), SamplerStage(), DrainStage(), CpuStage(), NemesisStage(), LoadStage()]
+    return [BudgetsStage(), SamplerStage(), LedgerStage(), DrainStage(), CpuStage(), NemesisStage(), LoadStage()]
 

@@ -15,6 +15,7 @@ from harness.errors import HarnessError
 from harness.paths import state_root
 from harness.stack import compose as compose_backend
 from harness.stack.base import Stack, state_dir_of
+from harness.stack.external.stack import STATE_FILE as EXTERNAL_STATE_FILE
 from harness.util.procs import STATE_FILE as LOCAL_STATE_FILE
 
 
@@ -31,7 +32,10 @@ def _compose(name: str) -> Stack:
 
 
 def _external(name: str) -> Stack:
-    raise HarnessError("the external backend is not implemented yet", "use --backend local or --backend compose")
+    """Without its target file (given by `harness run --target`): the state a run left, for status and down."""
+    from harness.stack.external import ExternalStack
+
+    return ExternalStack(name)
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,7 @@ class Backend:
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("local", _local, (LOCAL_STATE_FILE,)),
     Backend("compose", _compose, (compose_backend.STATE_FILE, compose_backend.TRACKED_FILE)),
-    Backend("external", _external, ()),
+    Backend("external", _external, (EXTERNAL_STATE_FILE,)),
 )}
 
 

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from harness.load.config import LoadConfig
 
 MASTER_KEY_FILE = "master-key"
+TARGET_KEY_FILE = "target-master-key"
+TARGET_PG_PASSWORD_FILE = "target-postgres-password"
 
 
 def replica_name(index: int) -> str:
@@ -35,6 +37,23 @@ def master_key_file(stack_name: str) -> Path:
     deletes it and `forget()` removes the folder, so a SIGKILLed run leaves it only until `harness down`.
     """
     return state_dir_of(stack_name) / MASTER_KEY_FILE
+
+
+def target_key_file(stack_name: str) -> Path:
+    """The 0600 file a target file printed by `harness status --format target` names for the master key (in the
+    stack's own state folder; every backend's `down()` deletes it)."""
+    return state_dir_of(stack_name) / TARGET_KEY_FILE
+
+
+def target_pg_password_file(stack_name: str) -> Path:
+    """Likewise for a Postgres password the stack's DSN carries (never printed in the target file)."""
+    return state_dir_of(stack_name) / TARGET_PG_PASSWORD_FILE
+
+
+def remove_target_secrets(stack_name: str) -> None:
+    """Delete the secret files `harness status --format target` wrote (every backend's `down()` calls it)."""
+    target_key_file(stack_name).unlink(missing_ok=True)
+    target_pg_password_file(stack_name).unlink(missing_ok=True)
 
 
 def write_master_key_file(stack_name: str, key: str) -> Path:
@@ -98,11 +117,19 @@ class Endpoints:
     budget_id: str | None = None         # the default end-user budget's id
     redis_namespace: str | None = None   # cache_params.namespace: counters are "<namespace>:spend:end_user:<id>"
     build: str = ""                      # the LiteLLM environment's name: the release, or a candidate's label
+    # the external backend: a deployment the harness did not start. Redis and Postgres are read, never written
+    # (no flush, no SQL insert: end users are created through the proxy's API), and the run's end users carry
+    # the run's own id prefix so a run never touches anyone else's.
+    read_only: bool = False
+    # secrets for Redis / Postgres clients (a password, a TLS CA): keyword arguments, never in a URL or DSN
+    redis_options: dict[str, Any] = field(default_factory=dict, repr=False)
+    postgres_options: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def public(self) -> dict[str, Any]:
-        """Everything but the secret (for meta.json and the console)."""
+        """Everything but the secrets (for meta.json and the console)."""
         data = asdict(self)
-        data.pop("master_key")
+        for secret in ("master_key", "redis_options", "postgres_options"):
+            data.pop(secret)
         return data
 
     def describe(self) -> str:

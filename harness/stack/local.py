@@ -35,7 +35,15 @@ from harness.litellm.proxy_config import (
     proxy_cache_is_redis,
     render_proxy_config,
 )
-from harness.stack.base import Endpoints, StackFacts, StackSpec, master_key_file, replica_name, state_dir_of
+from harness.stack.base import (
+    Endpoints,
+    StackFacts,
+    StackSpec,
+    master_key_file,
+    remove_target_secrets,
+    replica_name,
+    state_dir_of,
+)
 from harness.stack.postgres import PostgresServer, pg_bindir, run_as
 from harness.stack.redis_relay import relay_command
 from harness.stack.redis_server import RedisServer, redis_binary
@@ -363,6 +371,7 @@ class LocalStack:
         self._group.stop_all(only=clients)
         self._group.stop_all()
         leftovers = self._group.leftovers()
+        remove_target_secrets(self.name)
         for secret in (self.state_dir / SECRETS_FILE, master_key_file(self.name)):
             secret.unlink(missing_ok=True)
         data_dir = self.state_dir / "data"

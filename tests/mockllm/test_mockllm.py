@@ -453,3 +453,35 @@ def _post_then_stop(client: httpx.Client, m: Mock, r: str) -> None:
         t.join()
         m.proc.wait(timeout=10)
         stop_mock(m.proc)
+
+
+def test_ledger_and_events_export_over_http(mock: Mock, tmp_path: Path) -> None:
+    """GET /control/ledger streams the rows since a time of users with a prefix (what the external backend reads
+    when it does not share the mock's disk); /control/events the control events; MockControl.download saves them."""
+    t0 = time.time()
+    tag = "exp" + uuid.uuid4().hex[:6]
+    ids = {}
+    for user in (f"{tag}-a", f"{tag}-b", "someone-else"):
+        r = rid()
+        assert httpx.post(mock.url + "/v1/chat/completions", json=chat(user=user), headers=headers(r)).status_code \
+            == 200
+        ids[user] = r
+    control = MockControl(mock.url)
+    control.set_faults({"error_500": 0.0})
+    out = tmp_path / "ledger.csv"
+    assert control.download("ledger", out, since=t0, end_user_prefix=tag + "-") == 2
+    with open(out, newline="") as fh:
+        reader = csv.DictReader(fh)
+        assert tuple(reader.fieldnames or ()) == LEDGER_COLUMNS
+        rows = list(reader)
+    assert sorted(r["request_id"] for r in rows) == sorted([ids[f"{tag}-a"], ids[f"{tag}-b"]])
+    # no prefix: every user since t0 (other tests' rows are older than t0)
+    assert control.download("ledger", out, since=t0) == 3
+    # a later `since` excludes them all, but the header stays
+    assert control.download("ledger", out, since=time.time() + 60) == 0
+    assert out.read_text().splitlines() == [",".join(LEDGER_COLUMNS)]
+    events = tmp_path / "events.csv"
+    assert control.download("events", events, since=t0) >= 1
+    with open(events, newline="") as fh:
+        assert [e["event"] for e in csv.DictReader(fh)][-1] == "set_faults"
+    assert httpx.get(mock.url + "/control/ledger", params={"since": "yesterday"}).status_code == 400

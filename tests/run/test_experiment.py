@@ -394,7 +394,7 @@ def test_compose_with_no_docker_engine_exits_2_in_one_line_before_the_run_folder
 
 
 @pytest.mark.parametrize(("override", "message"), [
-    ({"backend": "external"}, "external backend is not implemented"),
+    ({"backend": "external"}, "--backend external needs a target file"),
     ({"backend": "kubernetes"}, "backend"),
     ({"litellm": "1.2.3"}, "older than the harness can drive"),
 ])
@@ -523,7 +523,7 @@ def test_the_plain_line_names_phase_clock_requests_and_rejections() -> None:
 
 # -- the command line: exit 2, one line, nothing left behind --------------------------------------------------
 @pytest.mark.parametrize(("args", "message"), [
-    (["--backend", "external"], "error: the external backend is not implemented yet — use --backend local"),
+    (["--backend", "external"], "error: --backend external needs a target file — pass --target target.yaml"),
     (["--reuse", "--name", "nothing-here"], "error: --reuse: no running local stack named 'nothing-here'"),
     (["--backend", "compose"], "error: no Docker engine answers at unix:///nonexistent/docker.sock"),
 ])

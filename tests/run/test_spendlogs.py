@@ -130,7 +130,8 @@ def test_the_sampler_stage_dumps_after_its_last_sample_when_a_load_ran(tmp_path:
     monkeypatch.setenv("HARNESS_STATE_DIR", str(tmp_path / "state"))
     calls: list[tuple[str, Path]] = []
 
-    def dump(dsn: str, run_dir: Path) -> dict[str, Any]:
+    def dump(dsn: str, run_dir: Path, **options: Any) -> dict[str, Any]:
+        assert options == {"end_user_prefix": "", "postgres_options": {}}   # a stack of its own: every user
         calls.append((dsn, run_dir))
         return {"file": None, "reason": "fake"}
 

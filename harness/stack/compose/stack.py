@@ -37,7 +37,16 @@ from harness.litellm.health import Readiness, readiness
 from harness.litellm.proxy_config import DEFAULT_BUDGET_ID, dump_config, generate_master_key, proxy_cache_is_redis
 from harness.load.config import LoadConfig
 from harness.paths import REPO_ROOT
-from harness.stack.base import Endpoints, LoadHandle, StackFacts, StackSpec, master_key_file, replica_name, state_dir_of
+from harness.stack.base import (
+    Endpoints,
+    LoadHandle,
+    StackFacts,
+    StackSpec,
+    master_key_file,
+    remove_target_secrets,
+    replica_name,
+    state_dir_of,
+)
 from harness.stack.compose.images import ImageBuilder, ImageChoice
 from harness.stack.compose.load import LOAD_PROFILE, start_compose_load
 from harness.stack.compose.render import (
@@ -559,6 +568,7 @@ class ComposeStack:
         tracked = [n for n in self._tracked.records if self._tracked.alive(n)]   # stale records count for nothing
         self._tracked.stop_all()
         master_key_file(self.name).unlink(missing_ok=True)
+        remove_target_secrets(self.name)
         if self._tracked.records:
             raise StackError(f"stack '{self.name}': still running after SIGKILL: {', '.join(self._tracked.records)}",
                              "kill them by hand")
