@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the system packages a fresh machine lacks: redis-server and PostgreSQL (server binaries).
+# Installs the system packages a fresh machine lacks: redis-server and PostgreSQL (server binaries), Node.js/npm,
+# and kubectl (tests/deploy renders deploy/k8s with `kubectl kustomize`).
 # Idempotent: does nothing when they are present.
 set -euo pipefail
 # shellcheck source=lib/apt.sh
@@ -13,9 +14,10 @@ fi
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+command -v kubectl >/dev/null 2>&1 || missing+=(kubectl)
 
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "system packages: ok (redis-server, postgresql, node, npm present)"
+  echo "system packages: ok (redis-server, postgresql, node, npm, kubectl present)"
   exit 0
 fi
 
