@@ -157,9 +157,8 @@ def test_kustomize_renders_the_rig(rendered: list[dict[str, Any]]) -> None:
                 ("Deployment", "postgres"), ("Service", "postgres"),
                 ("Deployment", "toxiproxy"), ("Service", "toxiproxy"),
                 ("Deployment", "mock"), ("Service", "mock"),
-                ("StatefulSet", "locust-master"), ("Service", "locust-master"),
                 ("StatefulSet", "locust-worker"), ("Service", "locust-worker"),
-                ("Deployment", "harness-runner"), ("ServiceAccount", "harness-runner"),
+                ("StatefulSet", "harness-runner"), ("Service", "locust-master"), ("ServiceAccount", "harness-runner"),
                 ("Role", "harness-runner"), ("RoleBinding", "harness-runner")}
     assert expected <= kinds, f"missing: {sorted(expected - kinds)}"
     for obj in rendered:
@@ -383,7 +382,7 @@ def test_target_urls_are_services(target: Target, rendered: list[dict[str, Any]]
 
 def test_target_secrets_come_from_the_pods_env(target: Target, rendered: list[dict[str, Any]],
                                               values: dict[str, Any]) -> None:
-    runner = _one(rendered, "Deployment", "harness-runner")["spec"]["template"]["spec"]["containers"][0]
+    runner = _one(rendered, "StatefulSet", "harness-runner")["spec"]["template"]["spec"]["containers"][0]
     assert target.proxy.master_key_env and target.postgres.password_env
     key = _env(runner, target.proxy.master_key_env)["valueFrom"]["secretKeyRef"]
     assert (key["name"], key["key"]) == (values["masterkeySecretName"], values["masterkeySecretKey"])
@@ -396,7 +395,7 @@ def test_target_secrets_come_from_the_pods_env(target: Target, rendered: list[di
 
 
 def test_the_runner_mounts_this_target_file(rendered: list[dict[str, Any]]) -> None:
-    spec = _one(rendered, "Deployment", "harness-runner")["spec"]["template"]["spec"]
+    spec = _one(rendered, "StatefulSet", "harness-runner")["spec"]["template"]["spec"]
     (mount,) = [m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "target"]
     assert mount["mountPath"] == "/harness/" + str(TARGET.relative_to(REPO_ROOT))
     (volume,) = [v for v in spec["volumes"] if v["name"] == "target"]
@@ -425,21 +424,28 @@ def _exec_pod(prefix: list[str]) -> tuple[str, str, str]:
 def test_target_load_hosts_are_the_locust_pods(target: Target, rendered: list[dict[str, Any]]) -> None:
     load = target.load
     assert load is not None
-    master = _one(rendered, "StatefulSet", "locust-master")
-    service = _one(rendered, "Service", master["spec"]["serviceName"])
+    # the master runs where the harness runs (it reads the load config, writes requests.csv): the runner pod,
+    # whose own DNS name under the headless Service locust-master is the address it binds and workers dial
+    assert load.master_command == []
+    runner = _one(rendered, "StatefulSet", "harness-runner")
+    service = _one(rendered, "Service", runner["spec"]["serviceName"])
+    assert service["metadata"]["name"] == "locust-master"
     assert service["spec"]["clusterIP"] == "None", "headless: the pod's own DNS name"
-    assert load.master_host == f"{master['metadata']['name']}-0.{service['metadata']['name']}"
-    assert load.master_port in {p["port"] for p in service["spec"]["ports"]}
+    assert service["spec"]["publishNotReadyAddresses"] is True
+    assert runner["spec"]["replicas"] == 1
+    assert load.master_host == f"{runner['metadata']['name']}-0.{service['metadata']['name']}"
     assert load.master_port == 5557
-    ns, pod, container = _exec_pod(load.master_command)
-    assert (ns, pod) == (NAMESPACE, f"{master['metadata']['name']}-0")
-    assert container in {c["name"] for c in master["spec"]["template"]["spec"]["containers"]}
+    assert load.master_port in {p["port"] for p in service["spec"]["ports"]}
+    assert load.master_port in {p["containerPort"] for c in _containers(runner) for p in c.get("ports", [])}
 
     workers = _one(rendered, "StatefulSet", "locust-worker")
     pods = [_exec_pod(w.command) for w in load.workers]
     assert {ns for ns, _, _ in pods} == {NAMESPACE}
     assert sorted(pod for _, pod, _ in pods) == [f"locust-worker-{i}" for i in range(workers["spec"]["replicas"])]
     assert {c for _, _, c in pods} <= {c["name"] for c in workers["spec"]["template"]["spec"]["containers"]}
+    # the harness starts each worker with ITS interpreter path: the workers run the runner's image
+    (worker,) = workers["spec"]["template"]["spec"]["containers"]
+    assert worker["image"] == runner["spec"]["template"]["spec"]["containers"][0]["image"] == HARNESS_IMAGE
 
 
 # -- kill_replica: the {index}-th running LiteLLM pod, against a stand-in kubectl -------------------------------
@@ -534,11 +540,16 @@ def test_readme_names_what_the_manifests_and_values_have(rendered: list[dict[str
     commands = _readme_commands()
     assert set(_flag_values(commands, "-n")) == {NAMESPACE}
     # kubectl exec deploy/<name>: a Deployment of the manifests
+    # kubectl exec <pod> / kubectl cp <pod>:<path>: pods of the StatefulSets
+    pods = {f"{name}-{i}" for name, sts in _objects(rendered, "StatefulSet").items()
+            for i in range(sts["spec"]["replicas"])}
     execs = [next(w for w in cmd[cmd.index("exec") + 1:] if not w.startswith("-")) for cmd in commands
              if cmd[:1] == ["kubectl"] and "exec" in cmd]
-    assert execs and all(e.startswith("deploy/") for e in execs), execs
-    execs = [e.split("/", 1)[1] for e in execs]
-    assert execs and set(execs) <= set(_objects(rendered, "Deployment"))
+    assert execs and set(execs) == {"harness-runner-0"} <= pods, execs
+    copies = [cmd[cmd.index("cp") + 1] for cmd in commands if cmd[:1] == ["kubectl"] and "cp" in cmd]
+    assert copies == ["harness-runner-0:/harness/results"]
+    runner = _one(rendered, "StatefulSet", "harness-runner")["spec"]["template"]["spec"]["containers"][0]
+    assert "/harness/results" in {m["mountPath"] for m in runner["volumeMounts"]}
     # helm install <release> … -f <values>
     installs = [cmd for cmd in commands if cmd[:2] == ["helm", "install"]]
     assert installs and all(cmd[2] == RELEASE and "--wait" in cmd for cmd in installs)
@@ -548,10 +559,6 @@ def test_readme_names_what_the_manifests_and_values_have(rendered: list[dict[str
     # the chart commit the README checks out is the one the key list was read from
     checkouts = [cmd[-1] for cmd in commands if "checkout" in cmd]
     assert checkouts == [_chart_keys()[2]]
-    # `-l app.kubernetes.io/name=…` selects the runner
-    labels = [v.split("=", 1) for v in _flag_values(commands, "-l")]
-    runner = _one(rendered, "Deployment", "harness-runner")
-    assert labels and all(runner["spec"]["template"]["metadata"]["labels"][k] == v for k, v in labels)
 
 
 def test_readme_creates_exactly_the_secrets_that_are_referenced(rendered: list[dict[str, Any]],
