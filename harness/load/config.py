@@ -3,7 +3,8 @@
 Locust gets it through the locustfile's own command-line option `--harness-config` (CONFIG_OPTION): the JSON
 itself, or the path of a JSON file; $HARNESS_LOAD_CONFIG is that option's environment fallback (Locust's
 configargparse `env_var`). A Locust master forwards the option's value to its workers in every spawn message
-(`parsed_options`), so workers need no file of their own (harness/load/locustfile.py).
+(`parsed_options`), so workers need no file of their own (harness/load/locustfile.py). With `rows_via_master`
+they need no run folder either: their rows travel to the master as Locust messages.
 
 No secret is in it. The master key is read from `master_key_file`, a 0600 file outside the run folder (host
 Locust, `harness run`: harness.stack.base.master_key_file, in the stack's own state folder, which the run
@@ -28,6 +29,8 @@ ENV_VAR = "HARNESS_LOAD_CONFIG"
 CONFIG_OPTION = "--harness-config"      # the locustfile's Locust option (dest: harness_config)
 CONFIG_DEST = "harness_config"
 CONFIG_FILE = "load-config.json"
+# rows_via_master: how long, beyond --stop-timeout, a master waits at the end for its workers' last rows
+DRAIN_MARGIN_S = 30.0
 
 
 @dataclass
@@ -67,6 +70,9 @@ class LoadConfig:
     duration_s: float = 60.0
     stages: list[dict[str, float]] = field(default_factory=list)   # [{duration_s, users, spawn_rate}]
     stop_timeout_s: float | None = None     # let in-flight requests finish at the end; None: client timeout
+    # workers send their requests.csv rows to the Locust master (which appends them) instead of opening the
+    # file themselves: for workers on other machines (harness.load.distributed)
+    rows_via_master: bool = False
 
     @classmethod
     def from_scenario(cls, scenario: Scenario, endpoints: Endpoints, run_dir: Path,

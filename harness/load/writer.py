@@ -4,20 +4,26 @@ CsvAppender opens the file with O_APPEND; `append_many` formats a batch and writ
 write(2) (the buffer is empty before each batch and flushed after it), and Linux serialises appends to a
 regular local file, so batches of concurrent worker processes never interleave inside a line. The header is
 written once, under an flock, by whichever process comes first (the runner pre-creates the file).
-Not for NFS: remote workers write their own requests.csv (see README.md).
+Not for NFS. Workers on other machines (LoadConfig.rows_via_master) do not open the file: a RowForwarder
+batches their rows and sends them to the Locust master (a custom message, harness/load/locustfile.py), whose
+RowWriter appends them; `encode_rows`/`decode_rows` are that message's body.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from harness.run.runfolder import REQUESTS_COLUMNS, CsvAppender
 
 BATCH_ROWS = 200
+MESSAGE_ROWS = 1000            # rows per message a worker sends to the master (~80 kB of msgpack)
+log = logging.getLogger("harness.load")
 
 
 def open_appender(path: Path) -> CsvAppender:
@@ -47,6 +53,9 @@ class RowWriter:
         if len(self._rows) >= BATCH_ROWS * 5:
             self.flush()
 
+    def add_many(self, rows: Sequence[Mapping[str, object]]) -> None:
+        self._rows.extend(rows)
+
     def flush(self) -> None:
         with self._lock:
             rows, self._rows = self._rows, []
@@ -57,6 +66,59 @@ class RowWriter:
     def close(self) -> None:
         self.flush()
         self._out.close()
+
+
+def encode_rows(rows: Sequence[Mapping[str, object]]) -> dict[str, Any]:
+    """A batch as a message body: the column names once, then one list of values per row (msgpack keeps
+    floats, ints, bools, strings and None as they are, so the master writes exactly what the worker would)."""
+    return {"columns": list(REQUESTS_COLUMNS), "rows": [[row.get(c) for c in REQUESTS_COLUMNS] for row in rows]}
+
+
+def decode_rows(data: Mapping[str, Any]) -> list[dict[str, object]]:
+    """The rows of a message body (matched by column name: a column the sender lacks stays empty)."""
+    columns = list(data["columns"])
+    return [dict(zip(columns, values, strict=True)) for values in data["rows"]]
+
+
+class RowForwarder:
+    """A Locust worker's rows for the master: buffered like RowWriter's; `flush()` hands them to `send` (the
+    worker's `runner.send_message`) in order, at most MESSAGE_ROWS per message.
+
+    The lock is held across taking the rows and sending them, so a flush that starts later (the one at
+    `test_stop`) sends only after an earlier one has sent: messages leave in the order the rows were added.
+    A send that fails (the master gone) keeps its rows for the next flush; `sent` counts rows handed over.
+    """
+
+    def __init__(self, send: Callable[[dict[str, Any]], None]) -> None:
+        self.pid = os.getpid()
+        self._send = send
+        self._rows: list[Mapping[str, object]] = []
+        self._lock = threading.Lock()
+        self.sent = 0
+        self.failed_sends = 0
+
+    def add(self, row: Mapping[str, object]) -> None:
+        self._rows.append(row)
+        if len(self._rows) >= MESSAGE_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            rows, self._rows = self._rows, []
+            for i in range(0, len(rows), MESSAGE_ROWS):
+                batch = rows[i:i + MESSAGE_ROWS]
+                try:
+                    self._send(encode_rows(batch))
+                except Exception as exc:  # noqa: BLE001 - keep the rows; the caller's loop goes on
+                    self._rows[:0] = rows[i:]
+                    self.failed_sends += 1
+                    log.warning("harness: could not send %d rows to the master (%s); kept for the next flush",
+                                len(rows) - i, exc)
+                    return
+                self.sent += len(batch)
+
+    def close(self) -> None:
+        self.flush()
 
 
 def merge_requests(parts: list[Path], out: Path) -> int:
