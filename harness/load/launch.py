@@ -35,17 +35,32 @@ def stop_timeout_s(config: LoadConfig) -> int:
     return math.ceil(config.stop_timeout_s if config.stop_timeout_s is not None else config.client_timeout_s + 2)
 
 
+def locust_args(config: LoadConfig, run_dir: Path) -> list[str]:
+    """The options of a run's master (or stand-alone Locust), after `-f <locustfile>`: the config file named
+    by the locustfile's --harness-config, headless, the CSV/HTML reports in the run folder, --stop-timeout, the
+    exit code, and the shape (users/spawn rate/run time; with stages the LoadTestShape drives it instead).
+    Shared by `locust_command` (this machine) and harness.load.distributed (a master on another host)."""
+    args = [CONFIG_OPTION, str(run_dir / CONFIG_FILE), "--headless", "--only-summary",
+            "--csv", str(run_dir / LOCUST_PREFIX), "--html", str(run_dir / LOCUST_HTML),
+            "--stop-timeout", str(stop_timeout_s(config)), "--exit-code-on-error", "0", "--loglevel", "INFO"]
+    if not config.stages:
+        args += ["-u", str(config.users), "-r", str(config.spawn_rate), "-t", f"{math.ceil(config.duration_s)}s"]
+    return args
+
+
 def locust_command(config: LoadConfig, run_dir: Path, processes: int = 1) -> list[str]:
     """Host Locust; the config is <run>/load-config.json, named by the locustfile's --harness-config."""
-    cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), CONFIG_OPTION, str(run_dir / CONFIG_FILE),
-           "--headless", "--only-summary",
-           "--csv", str(run_dir / LOCUST_PREFIX), "--html", str(run_dir / LOCUST_HTML),
-           "--stop-timeout", str(stop_timeout_s(config)), "--exit-code-on-error", "0", "--loglevel", "INFO"]
-    if not config.stages:
-        cmd += ["-u", str(config.users), "-r", str(config.spawn_rate), "-t", f"{math.ceil(config.duration_s)}s"]
+    cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), *locust_args(config, run_dir)]
     if processes > 1:
         cmd += ["--processes", str(processes)]
     return cmd
+
+
+def prepare_run_dir(config: LoadConfig, run_dir: Path) -> None:
+    """<run>/load-config.json written, requests.csv created with its header (what every launcher does first)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config.write(run_dir / CONFIG_FILE)
+    open_appender(run_dir / REQUESTS_FILE).close()
 
 
 @dataclass
@@ -98,11 +113,9 @@ def run_locust(config: LoadConfig, run_dir: Path, processes: int = 1, stages: li
     `config.master_key_file`) goes to <run>/load-config.json, named on the command line (--harness-config);
     requests.csv is created with its header first.
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
     if stages is not None:
         config.stages = [dict(s) for s in stages]
-    config.write(run_dir / CONFIG_FILE)
-    open_appender(run_dir / REQUESTS_FILE).close()
+    prepare_run_dir(config, run_dir)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
     cmd = locust_command(config, run_dir, processes)
     with open(run_dir / LOCUST_LOG, "ab") as log_fh:
