@@ -94,6 +94,10 @@ def up(
     base_port: Annotated[int | None, typer.Option(help="first port to use (else free ports)")] = None,
     transaction_buffer: Annotated[bool, typer.Option(help="use_redis_transaction_buffer")] = True,
     backend: Annotated[str, typer.Option(help="local (processes) | compose (Docker)")] = "local",
+    proxy_host: Annotated[str, typer.Option(help="the address the proxies listen on (local backend): 127.0.0.1, "
+                                                 "or this host's own address on a test network, so Locust on "
+                                                 "other hosts can reach them (Redis, Postgres, mock stay on "
+                                                 "loopback)")] = "127.0.0.1",
     scenario: Annotated[Path | None, typer.Option(help="shape the stack like this scenario (pricing, budget, "
                                                        "mock, LiteLLM settings, replicas, version), so `harness run "
                                                        "SCENARIO --backend external` can drive it; --litellm / "
@@ -103,7 +107,14 @@ def up(
     from harness.litellm import candidate
     from harness.stack.backends import make_stack
     from harness.stack.base import StackSpec
+    from harness.stack.external.target import is_loopback
 
+    if proxy_host != "127.0.0.1" and backend != "local":
+        raise HarnessError(f"--proxy-host {proxy_host}: only the local backend binds another address",
+                           "drop --proxy-host or use --backend local")
+    if not is_loopback(proxy_host) and not _is_own_address(proxy_host):
+        raise HarnessError(f"--proxy-host {proxy_host} is not an address of this host",
+                           "use 127.0.0.1 or an address `ip addr` shows here")
     if scenario is not None:
         from click.core import ParameterSource
 
@@ -117,7 +128,7 @@ def up(
         build = candidate.parse(shaped.litellm)
         candidate.check_backend(build, backend)
         spec = StackSpec.from_scenario(shaped)
-        spec.base_port, spec.candidate = base_port, build
+        spec.base_port, spec.candidate, spec.proxy_host = base_port, build, proxy_host
         if given["budget"]:
             spec.default_budget = budget
         endpoints = make_stack(backend, name).up(spec, console=console)
@@ -126,9 +137,16 @@ def up(
     build = candidate.parse(litellm)
     candidate.check_backend(build, backend)
     spec = StackSpec(version=build.version, replicas=replicas, default_budget=budget, base_port=base_port,
-                     litellm_settings={"use_redis_transaction_buffer": transaction_buffer}, candidate=build)
+                     litellm_settings={"use_redis_transaction_buffer": transaction_buffer}, candidate=build,
+                     proxy_host=proxy_host)
     endpoints = make_stack(backend, name).up(spec, console=console)
     print(endpoints.describe())
+
+
+def _is_own_address(host: str) -> bool:
+    import psutil
+
+    return any(a.address == host for addrs in psutil.net_if_addrs().values() for a in addrs)
 
 
 @app.command()

@@ -86,6 +86,9 @@ class StackSpec:
     # the LiteLLM build when it is a candidate (a local wheel / source tree: harness/litellm/candidate.py) or a
     # parsed release; None = the release `version`. `version` is always the (declared) version.
     candidate: Candidate | None = None
+    # the address the proxies listen on (local backend): loopback, or a test host's own address so that Locust on
+    # other (network-namespace) hosts can reach them — Redis, Postgres and the mock stay on loopback
+    proxy_host: str = "127.0.0.1"
 
     @classmethod
     def from_scenario(cls, scenario: Any, run_dir: Path | None = None) -> StackSpec:

@@ -184,8 +184,8 @@ class LocalStack:
         self._say(f"{n} LiteLLM {spec.version} replica(s) on ports {', '.join(map(str, proxy_ports))} …")
         t0 = time.monotonic()
         for i, port in enumerate(proxy_ports):
-            self._start_proxy(i, port, env, config_path, proxy_env)
-        proxy_urls = [f"http://127.0.0.1:{p}" for p in proxy_ports]
+            self._start_proxy(i, port, env, config_path, proxy_env, spec.proxy_host)
+        proxy_urls = [f"http://{spec.proxy_host}:{p}" for p in proxy_ports]
         self._wait_proxies(proxy_urls, master_key, expect_redis=proxy_cache_is_redis(config))
         timings["proxies_s"] = time.monotonic() - t0
 
@@ -206,8 +206,8 @@ class LocalStack:
         return endpoints
 
     def _start_proxy(self, index: int, port: int, env: litellm_env.LiteLLMEnv, config_path: Path,
-                     proxy_env: dict[str, str]) -> None:
-        cmd = [str(env.litellm_bin), "--config", str(config_path), "--host", "127.0.0.1", "--port", str(port),
+                     proxy_env: dict[str, str], host: str = "127.0.0.1") -> None:
+        cmd = [str(env.litellm_bin), "--config", str(config_path), "--host", host, "--port", str(port),
                "--num_workers", "1", *shlex.split(os.environ.get("HARNESS_PROXY_EXTRA_ARGS", ""))]
         self._group.start(replica_name(index), cmd, log=self.log_dir / f"{replica_name(index)}.log", env=proxy_env,
                          port=port)
@@ -294,7 +294,8 @@ class LocalStack:
         self._group.records.pop(name, None)
         port = list(extra["proxy_ports"])[index]
         t0 = time.monotonic()
-        self._start_proxy(index, int(port), env, Path(str(extra["config_path"])), proxy_env)
+        host = str((extra.get("spec") or {}).get("proxy_host") or "127.0.0.1")
+        self._start_proxy(index, int(port), env, Path(str(extra["config_path"])), proxy_env, host)
         config = yaml.safe_load(Path(str(extra["config_path"])).read_text())
         self._wait_proxy(index, endpoints.proxy_urls[index], endpoints.master_key,
                          expect_redis=proxy_cache_is_redis(config))

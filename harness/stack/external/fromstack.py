@@ -41,9 +41,12 @@ def target_for(stack: Stack) -> Target:
         pg_file = target_pg_password_file(stack.name)
         write_secret(pg_file, pg_password)
         postgres["password_file"] = str(pg_file)
+    from harness.stack.external.target import is_loopback
+
     data: dict[str, object] = {
         "name": stack.name,
-        "allow_remote": False,
+        # proxies bound to a test host's address (`harness up --proxy-host`): the user chose that address
+        "allow_remote": not all(is_loopback(urlsplit(u).hostname or "") for u in endpoints.proxy_urls),
         "proxy": {"url": endpoints.proxy_urls[0], "replicas": list(endpoints.proxy_urls),
                   "master_key_file": str(key_file)},
         "redis": {"url": endpoints.redis_direct_url, **({"namespace": endpoints.redis_namespace}
