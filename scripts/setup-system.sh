@@ -14,6 +14,9 @@ fi
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+# network-namespace test hosts (harness/util/nethosts.py: Locust across hosts, tests and benchmark)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 
 # kubectl is only for tests/deploy (rendering deploy/k8s); the package is not in every Debian archive, so its
 # absence is said, not fatal: the harness itself never needs it.
@@ -28,7 +31,7 @@ install_kubectl() {
 
 if [ ${#missing[@]} -eq 0 ]; then
   install_kubectl
-  echo "system packages: ok (redis-server, postgresql, node, npm present)"
+  echo "system packages: ok (redis-server, postgresql, node, npm, ip, iptables present)"
   exit 0
 fi
 

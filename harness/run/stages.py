@@ -16,6 +16,7 @@ load, sampling on — must come after the load's and the nemesis's stops and bef
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -23,7 +24,7 @@ import httpx
 from harness.errors import HarnessError, Interrupted
 from harness.run.progress import PlainProgress, progress_line
 from harness.run.runfolder import LEDGER_FILE, MOCK_EVENTS_FILE
-from harness.stack.base import LoadRunner, Stack, master_key_file, write_master_key_file
+from harness.stack.base import LoadHosts, LoadRunner, Stack, master_key_file, write_master_key_file
 
 if TYPE_CHECKING:
     from harness.load.launch import LiveStats
@@ -270,9 +271,27 @@ class LoadStage(Stage):
         from harness.load.config import LoadConfig
         from harness.load.launch import LiveStats, run_locust
 
-        where = load_where(ctx.scenario.load.where, ctx.stack)
+        where = "hosts" if isinstance(ctx.stack, LoadHosts) else load_where(ctx.scenario.load.where, ctx.stack)
         ctx.meta.update(load_where=where, load_processes=ctx.processes)
         self.live = LiveStats(ctx.run_dir)
+        if isinstance(ctx.stack, LoadHosts):
+            from harness.load.distributed import run_locust_distributed
+
+            key_path, key_env = ctx.stack.load_key_source()
+            config = LoadConfig.from_scenario(ctx.scenario, ctx.endpoints, ctx.run_dir,
+                                              master_key_file=Path(key_path) if key_path else None)
+            config.master_key_env = key_env
+            hosts = ctx.stack.load_hosts()
+            ctx.meta.update(load_hosts={"master_host": hosts.master_host, "workers": hosts.worker_count,
+                                        "worker_hosts": len(hosts.workers)})
+            ctx.say(f"load: Locust master on {hosts.master_host}, {hosts.worker_count} worker(s) on "
+                    f"{len(hosts.workers)} host(s)")
+            ctx.load_started()
+            distributed = run_locust_distributed(config, ctx.run_dir, hosts)
+            self.handle = distributed
+            for name, pid in distributed.tracked().items():
+                ctx.stack.track(name, pid)
+            return
         if where == "stack":
             assert isinstance(ctx.stack, LoadRunner)
             config = LoadConfig.from_scenario(ctx.scenario, ctx.endpoints, ctx.run_dir)

@@ -14,6 +14,7 @@ from harness.util.fsutil import write_secret
 if TYPE_CHECKING:
     from harness.litellm.candidate import Candidate
     from harness.load.config import LoadConfig
+    from harness.stack.external.target import Load
 
 MASTER_KEY_FILE = "master-key"
 TARGET_KEY_FILE = "target-master-key"
@@ -283,4 +284,19 @@ class LoadRunner(Protocol):
         config it used goes to <run_dir>/load-config.json) with `workers` worker processes; return at once.
         The run folder contract is the host's: requests.csv (every worker's rows), locust_* CSVs, locust.html,
         locust*.log."""
+        ...
+
+
+@runtime_checkable
+class LoadHosts(Protocol):
+    """The load comes from Locust on other hosts (Locust's distributed mode: a master and workers started through
+    command prefixes, harness/load/distributed.py): the external backend when its target file has `load:`."""
+
+    def load_hosts(self) -> Load:
+        """Where the master binds and how each worker host is reached (harness.stack.external.target.Load)."""
+        ...
+
+    def load_key_source(self) -> tuple[str | None, str | None]:
+        """(master_key_file, master_key_env): where Locust on every host reads the master key from — the same
+        file path or variable name the target file names (the key itself never goes on a command line)."""
         ...

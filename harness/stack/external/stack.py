@@ -30,7 +30,7 @@ from rich.console import Console
 from harness.errors import HarnessError, StackError
 from harness.stack.base import Endpoints, StackFacts, StackSpec, master_key_file, state_dir_of
 from harness.stack.external.probe import Probe, postgres_options, probe, redis_options
-from harness.stack.external.target import KILL_INDEX, Target, is_loopback, load_target
+from harness.stack.external.target import KILL_INDEX, Load, Target, is_loopback, load_target
 from harness.util.procs import ProcessGroup
 
 STATE_FILE = "external.json"
@@ -234,6 +234,19 @@ class ExternalRedisFaults:
                                                                                                        **params)
 
 
+class ExternalLoadHosts:
+    """Locust's master and workers on the hosts the target's `load:` names."""
+
+    target: Target
+
+    def load_hosts(self) -> Load:
+        assert self.target.load is not None
+        return self.target.load
+
+    def load_key_source(self) -> tuple[str | None, str | None]:
+        return self.target.master_key_path(), self.target.proxy.master_key_env
+
+
 def with_target(name: str, target: Target) -> ExternalStack:
     """An external stack on `target` whose class has the capabilities the target names (and no others)."""
     mixins: list[type] = []
@@ -241,6 +254,8 @@ def with_target(name: str, target: Target) -> ExternalStack:
         mixins.append(ExternalReplicaControl)
     if target.capabilities.toxiproxy_url:
         mixins.append(ExternalRedisFaults)
+    if target.load is not None:
+        mixins.append(ExternalLoadHosts)
     if not mixins:
         return ExternalStack(name, target)
     cls = type("ExternalStack+" + "+".join(m.__name__ for m in mixins), (ExternalStack, *mixins), {})

@@ -218,6 +218,14 @@ class Target(_Strict):
         assert key is not None      # the validator demands one source
         return key
 
+    def master_key_path(self) -> str | None:
+        """The absolute path of `master_key_file` (relative entries: to the target file's folder), else None."""
+        file = self.proxy.master_key_file
+        if not file:
+            return None
+        path = Path(file) if Path(file).is_absolute() or self._base is None else self._base / file
+        return str(path)
+
     def redis_password(self) -> str | None:
         return _secret(self.redis.password_env, self.redis.password_file, "the Redis password", self._base)
 
