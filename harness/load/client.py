@@ -18,6 +18,7 @@ import orjson
 from geventhttpclient import HTTPClient
 from geventhttpclient.response import HTTPConnectionClosed, HTTPParseError, HTTPSocketPoolResponse
 
+from harness.load import keys as keys_mod
 from harness.load.config import LoadConfig
 
 IDLE_RECONNECT_S = 2.0       # drop a keep-alive connection idle longer than this (servers close them at ~5 s)
@@ -47,6 +48,7 @@ class RequestPlan:
     walk_away_s: float | None        # walk away if no content chunk came within this time
     max_tokens: int | None
     prompt: str
+    key: int | None = None           # the virtual key's index (harness/load/keys.py); None: the master key
 
 
 class RequestPlanner:
@@ -67,6 +69,16 @@ class RequestPlanner:
             self.hot, self.cold = shuffled[:n_hot], shuffled[n_hot:] or shuffled[:n_hot]
         self.weights = cfg.max_tokens_weights
         self.planned = 0      # plans drawn so far (the first `cfg.first_requests` come from first_* settings)
+        self._keys: dict[str, int] = {}
+
+    def key(self, end_user: str) -> int | None:
+        """The virtual key every request of `end_user` uses (None: the master key)."""
+        if self.cfg.keys <= 0:
+            return None
+        index = self._keys.get(end_user)
+        if index is None:
+            index = self._keys[end_user] = keys_mod.key_index_for(end_user, self.cfg.seed, self.cfg.keys)
+        return index
 
     def end_user(self) -> str:
         if self.hot and self.rng.random() < self.cfg.hot_share:
@@ -98,8 +110,9 @@ class RequestPlanner:
         head = f"[{request_id}] "
         start = rng.randrange(0, len(_FILLER) // 2)
         prompt = (head + _FILLER[start:start + max(0, n - len(head))])[:max(n, len(head))]
-        return RequestPlan(request_id, self.end_user(), self.replica(), stream, disconnect_after, walk_away_s,
-                    max_tokens, prompt)
+        end_user = self.end_user()
+        return RequestPlan(request_id, end_user, self.replica(), stream, disconnect_after, walk_away_s,
+                           max_tokens, prompt, self.key(end_user))
 
 
 def error_message(body: bytes) -> str:
@@ -137,6 +150,8 @@ class ChatClient:
         self._clients: dict[int, tuple[HTTPClient, float]] = {}
         self._headers = {"Authorization": f"Bearer {master_key}", "Content-Type": "application/json",
                          "Accept": "application/json, text/event-stream"}
+        # the run's virtual keys (cfg.keys > 0), derived from the master key: never written anywhere
+        self._key_auth = [f"Bearer {keys_mod.virtual_key(master_key, cfg.key_salt, i)}" for i in range(cfg.keys)]
         self.path = cfg.path
 
     def _client(self, replica: int) -> HTTPClient:
@@ -175,6 +190,8 @@ class ChatClient:
     def attempt(self, plan: RequestPlan, attempt: int) -> tuple[dict[str, Any], BaseException | None]:
         """Send one attempt. Returns (requests.csv row, a GreenletExit to re-raise after recording, or None)."""
         headers = {**self._headers, "x-litellm-end-user-id": plan.end_user, "x-harness-request-id": plan.request_id}
+        if plan.key is not None:
+            headers["Authorization"] = self._key_auth[plan.key]
         body = self.body(plan)
         status, chunks, disconnected, etype, etext, nbytes = 0, 0, False, "", "", 0
         killed: BaseException | None = None
@@ -231,7 +248,7 @@ class ChatClient:
                "disconnect_after": 0 if (plan.walk_away_s and disconnected and not chunks) else plan.disconnect_after,
                "disconnected": disconnected, "chunks": chunks, "status": status, "error_type": etype,
                "error_text": etext, "latency_s": time.perf_counter() - p0, "attempt": attempt,
-               "request_id": plan.request_id, "_bytes": nbytes}
+               "request_id": plan.request_id, "key": plan.key, "_bytes": nbytes}
         return row, killed
 
     def _read_stream(self, resp: HTTPSocketPoolResponse, plan: RequestPlan,

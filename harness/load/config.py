@@ -70,14 +70,19 @@ class LoadConfig:
     duration_s: float = 60.0
     stages: list[dict[str, float]] = field(default_factory=list)   # [{duration_s, users, spawn_rate}]
     stop_timeout_s: float | None = None     # let in-flight requests finish at the end; None: client timeout
+    # virtual keys (harness/load/keys.py): each end user's requests use key key_index_for(end user, seed, keys),
+    # whose value every process derives from the master key and `key_salt` (the run id); 0: the master key
+    keys: int = 0
+    key_salt: str = ""
     # workers send their requests.csv rows to the Locust master (which appends them) instead of opening the
     # file themselves: for workers on other machines (harness.load.distributed)
     rows_via_master: bool = False
 
     @classmethod
     def from_scenario(cls, scenario: Scenario, endpoints: Endpoints, run_dir: Path,
-                      master_key_file: Path | None = None) -> LoadConfig:
-        """Built from a Scenario and the stack's Endpoints; `master_key_file` names the file holding the key."""
+                      master_key_file: Path | None = None, key_salt: str = "") -> LoadConfig:
+        """Built from a Scenario and the stack's Endpoints; `master_key_file` names the file holding the key;
+        `key_salt`: the run id its virtual keys were derived with (harness.run.budgets.run_entities)."""
         s, mix = scenario, scenario.mix
         return cls(
             run_dir=str(run_dir), proxy_urls=list(endpoints.proxy_urls),
@@ -94,7 +99,8 @@ class LoadConfig:
             first_max_tokens=mix.first_requests.max_tokens,
             first_disconnect_after=mix.first_requests.disconnect_after_chunks,
             wait_s=s.load.wait_s, seed=s.seed, users=s.load.users, spawn_rate=s.load.spawn_rate,
-            duration_s=s.load.duration_s, stages=[st.model_dump() for st in s.load.stages])
+            duration_s=s.load.duration_s, stages=[st.model_dump() for st in s.load.stages],
+            keys=s.budget.keys.count, key_salt=key_salt)
 
     def to_json(self, indent: int | None = 2) -> str:
         """The JSON text (indent=None: compact, what a master forwards to its workers)."""

@@ -1,13 +1,16 @@
-"""End users and their budgets, created before the load (a new end user has no budget until its row exists)."""
+"""End users and their budgets, created before the load (a new end user has no budget until its row exists); the
+run's teams and virtual keys with theirs (`budget.teams`, `budget.keys`)."""
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
 import psycopg
 
 from harness.errors import StackError
+from harness.load import keys as keys_mod
 from harness.scenario.model import Scenario
 from harness.stack.base import Endpoints
 
@@ -55,3 +58,58 @@ def create_end_users(scenario: Scenario, endpoints: Endpoints) -> dict[str, int]
                     (rest,))
             counts["sql"] = len(rest)
     return counts
+
+
+def run_entities(scenario: Scenario, run_id: str) -> dict[str, Any]:
+    """The teams and virtual keys a run with `scenario` creates, as meta.json `entities` records them (no secret:
+    keys by hashed token, index and alias; their values come from harness.load.keys.virtual_key).
+
+    {"salt": run_id, "tag", "teams": [{"index", "team_id", "max_budget"}], "keys": [{"index", "alias", "token",
+    "team_id", "max_budget"}]}; "token" is filled in by `create_teams_and_keys` (it needs the master key).
+    """
+    tag = keys_mod.run_tag(run_id)
+    kb = scenario.budget.keys
+    teams = [{"index": j, "team_id": keys_mod.team_id(tag, j), "max_budget": t.max_budget}
+             for j, t in enumerate(scenario.budget.teams)]
+    out_keys = []
+    for i in range(kb.count):
+        j = keys_mod.team_index_for(i, len(teams)) if kb.in_teams else None
+        out_keys.append({"index": i, "alias": keys_mod.key_alias(tag, i), "token": None,
+                         "team_id": None if j is None else teams[j]["team_id"], "max_budget": kb.max_budget})
+    return {"salt": run_id, "tag": tag, "teams": teams, "keys": out_keys}
+
+
+def create_teams_and_keys(scenario: Scenario, endpoints: Endpoints, run_id: str,
+                          transport: httpx.BaseTransport | None = None) -> dict[str, Any] | None:
+    """`/team/new` for each team of `budget.teams` (with its max_budget), then `/key/generate` for each of the
+    `budget.keys.count` keys (custom key value, max_budget, team_id, key_alias) through the proxies' API (also on
+    a deployment the harness did not start: the API, never SQL). Returns `run_entities` with each key's hashed
+    token; None when the scenario has no keys. `transport`: httpx's (tests)."""
+    if scenario.budget.keys.count == 0:
+        return None
+    entities = run_entities(scenario, run_id)
+    headers = {"Authorization": f"Bearer {endpoints.master_key}"}
+    url = endpoints.proxy_urls[0]
+
+    def post(http: httpx.Client, path: str, body: dict[str, Any], what: str) -> None:
+        resp = http.post(f"{url}{path}", headers=headers, json=body)
+        if resp.status_code >= 300:
+            raise StackError(f"{path} for {what} failed: HTTP {resp.status_code} {resp.text[:200]}",
+                             "see the proxy logs in the run folder")
+
+    with httpx.Client(timeout=60, transport=transport) as http:
+        for team in entities["teams"]:
+            body: dict[str, Any] = {"team_id": team["team_id"], "team_alias": team["team_id"]}
+            if team["max_budget"] is not None:
+                body["max_budget"] = team["max_budget"]
+            post(http, "/team/new", body, team["team_id"])
+        for key in entities["keys"]:
+            value = keys_mod.virtual_key(endpoints.master_key, entities["salt"], key["index"])
+            body = {"key": value, "key_alias": key["alias"]}
+            if key["max_budget"] is not None:
+                body["max_budget"] = key["max_budget"]
+            if key["team_id"] is not None:
+                body["team_id"] = key["team_id"]
+            post(http, "/key/generate", body, key["alias"])
+            key["token"] = keys_mod.hashed_token(value)
+    return entities

@@ -24,6 +24,7 @@ META_FILE = "meta.json"              # versions, seed, backend, timings; never s
 REQUESTS_FILE = "requests.csv"       # one row per client request (Locust users)
 LEDGER_FILE = "ledger.csv"           # one row per upstream call (mock LLM): the ground truth
 SAMPLES_FILE = "samples.csv"         # Redis counter and DB spend per end user per sample
+COUNTERS_FILE = "counters.csv"       # every other spend counter kind (key, team, user, org, ...) per sample
 FAULTS_FILE = "faults.csv"           # fault windows (start and end events)
 VERDICT_FILE = "verdict.json"
 REPORT_FILE = "report.md"
@@ -45,6 +46,8 @@ REQUESTS_COLUMNS = (
     "latency_s",          # t_end - t_start
     "attempt",            # 0 for the first try, 1.. for retries of the same logical request
     "request_id",         # the harness's id for the request (sent as a header the mock records)
+    "key",                # index of the run's virtual key the request was sent with (meta.json `entities`);
+                          # empty: the master key (and in run folders written before the column existed)
 )
 
 LEDGER_COLUMNS = (
@@ -67,6 +70,17 @@ SAMPLES_COLUMNS = (
     "redis_counter",      # float; empty when the counter key does not exist
     "counter_ttl",        # seconds left on the counter key; empty when absent
     "db_spend",           # LiteLLM_EndUserTable.spend; empty when the end user has no row
+)
+
+COUNTERS_COLUMNS = (
+    "t",                  # sample time (the same sample as samples.csv's row of that `sample`)
+    "sample",             # sample sequence number
+    "kind",               # the counter kind: key | team | user | org (| tag | team_member | ...)
+    "id",                 # what follows `spend:<kind>:` (key: the hashed token; team: team_id; ...)
+    "redis_counter",      # float; empty when the counter key does not exist
+    "counter_ttl",        # seconds left on the counter key; empty when absent, -1 without expiry
+    "db_spend",           # the entity's DB spend (LiteLLM_VerificationToken / TeamTable / UserTable /
+                          # OrganizationTable .spend); empty without a row (or a kind with no table)
 )
 
 SPEND_LOGS_COLUMNS = (

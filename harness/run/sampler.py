@@ -1,4 +1,5 @@
-"""The sampler: every end user's Redis spend counter and DB spend, every `interval_s`, into samples.csv.
+"""The sampler: every end user's Redis spend counter and DB spend, every `interval_s`, into samples.csv; every
+other counter kind (key, team, user, org) into counters.csv.
 
 One sample = SCAN (count=1000) over `[<namespace>:]spend:end_user:*` on Redis itself (not through the fault
 relay), values by MGET and TTLs by PTTL — each SCAN step with its MGET and PTTLs in one short Lua call (a
@@ -9,9 +10,26 @@ a counter or a row.
 Cells: `redis_counter` empty when the key does not exist; `counter_ttl` in seconds (float, ms precision),
 empty when the key does not exist, -1 when it exists without an expiry; `db_spend` empty without a DB row.
 
-At stop() the other spend counters (`spend:key:*`, `spend:user:*`, `spend:team:*`, … — everything under
-`[<namespace>:]spend:` but the end-user counters) are written once to spend-counters-final.csv (key, value,
-ttl): the key/user/team counters the per-second sample does not follow (cold-counter seeding, #28283).
+Every other counter kind (`spend:key:<hashed token>`, `spend:team:<team_id>`, `spend:user:<user_id>`,
+`spend:org:<org_id>`, and whatever else lives under `[<namespace>:]spend:` — tag, team_member, per-window
+`…:window:<d>` counters) is sampled in the same tick into counters.csv (COUNTERS_COLUMNS: t, sample, kind, id,
+redis_counter, counter_ttl, db_spend), next to its DB spend (`LiteLLM_VerificationToken.spend` by token,
+`LiteLLM_TeamTable.spend` by team_id, `LiteLLM_UserTable.spend` by user_id, `LiteLLM_OrganizationTable.spend`
+by organization_id). A file of its own rather than more rows or columns in samples.csv: samples.csv keeps the
+one schema every end-user check and every older run folder has (an id there is an end user), the kinds have
+different id spaces and DB tables, and an old folder simply has no counters.csv (the analyzer then judges end
+users only, as before).
+
+Which counters: when the run created its own keys/teams (`entities`, meta.json `entities`: hashed tokens and
+team ids) exactly those, by name (one MGET + PTTL pipeline and one SQL query per kind, O(entities), with a row
+per entity even before its counter exists); otherwise everything under `spend:` but `spend:end_user:` (one
+server-side SCAN pass that drops the end-user keys inside Redis, so 6000 end users cost a SCAN walk but no
+transfer), capped at MAX_OTHER_COUNTERS a sample (a shared deployment's other tenants must not make the sampler
+expensive; `other_truncated` counts capped samples). Only reads: safe on a deployment the harness did not
+start (`Endpoints.read_only`).
+
+At stop() the other spend counters are also written once to spend-counters-final.csv (key, value, ttl), as
+before counters.csv existed (cold-counter seeding, #28283).
 
 A sample where Redis or Postgres cannot be read (e.g. during a `restart_redis` fault) is skipped entirely —
 a half sample would look like "counter gone" — and counted in `errors` / `last_error`. `max_gap` is the
@@ -31,7 +49,7 @@ from typing import Any
 import psycopg
 import redis
 
-from harness.run.runfolder import SAMPLES_COLUMNS, SAMPLES_FILE, CsvAppender
+from harness.run.runfolder import COUNTERS_COLUMNS, COUNTERS_FILE, SAMPLES_COLUMNS, SAMPLES_FILE, CsvAppender
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +84,37 @@ end
 return {res[1], table.concat(out, '\0')}
 """
 
+# One SCAN step over `<root>*` that skips the end-user counters inside Redis (ARGV[4]: their prefix); values by
+# MGET (nil for a key that is not a string, e.g. a buffer list) and TTLs, same flat reply as above.
+_SCAN_OTHER_LUA = r"""
+local res = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
+local skip, keys, out, n = ARGV[4], {}, {}, 0
+local ls = #skip
+for _, k in ipairs(res[2]) do
+  if string.sub(k, 1, ls) ~= skip then keys[#keys + 1] = k end
+end
+if #keys > 0 then
+  local values = redis.call('MGET', unpack(keys))
+  for i, k in ipairs(keys) do
+    if values[i] then
+      out[n + 1] = k; out[n + 2] = values[i]; out[n + 3] = redis.call('PTTL', k); n = n + 3
+    end
+  end
+end
+return {res[1], table.concat(out, '\0')}
+"""
+
+MAX_OTHER_COUNTERS = 2000    # counters.csv rows per sample when the run has no entities of its own
+# kind -> (table, id column) holding that entity's DB spend
+KIND_TABLES: dict[str, tuple[str, str]] = {
+    "key": ("LiteLLM_VerificationToken", "token"),
+    "team": ("LiteLLM_TeamTable", "team_id"),
+    "user": ("LiteLLM_UserTable", "user_id"),
+    "org": ("LiteLLM_OrganizationTable", "organization_id"),
+}
+
 Counters = dict[str, tuple[float, float]]
+KindCounters = dict[tuple[str, str], tuple[float, float]]   # (kind, id) -> (counter, ttl s)
 
 
 def _put(out: Counters, prefix_len: int, key: bytes, value: bytes | None, pttl: int) -> None:
@@ -154,6 +202,116 @@ def read_other_counters(client: redis.Redis, namespace: str | None = None) -> li
     return sorted(out)
 
 
+def spend_root(namespace: str | None) -> str:
+    return f"{namespace}:spend:" if namespace else "spend:"
+
+
+def split_counter(name: str) -> tuple[str, str] | None:
+    """(kind, id) of a counter name without its `[<ns>:]spend:` root: `key:<tok>` -> ("key", "<tok>")."""
+    kind, sep, ident = name.partition(":")
+    return (kind, ident) if sep and kind and ident else None
+
+
+def read_kind_counters(client: redis.Redis, namespace: str | None = None,
+                       entities: dict[str, list[str]] | None = None,
+                       limit: int = MAX_OTHER_COUNTERS) -> tuple[KindCounters, bool]:
+    """{(kind, id): (counter, ttl s)} of the non-end-user spend counters, and whether `limit` cut it short.
+
+    `entities` ({"key": [hashed tokens], "team": [team ids], ...}): exactly those counters, by name (MGET +
+    PTTL); None: every counter under `[<ns>:]spend:` but the end users', by a server-side SCAN (client-side when
+    scripting is refused), at most `limit`.
+    """
+    root = spend_root(namespace)
+    out: KindCounters = {}
+    if entities is not None:
+        names = [(kind, ident) for kind, ids in entities.items() for ident in ids]
+        for i in range(0, len(names), BATCH):
+            batch = names[i:i + BATCH]
+            keys = [f"{root}{kind}:{ident}" for kind, ident in batch]
+            pipe = client.pipeline(transaction=False)
+            pipe.mget(keys)
+            for key in keys:
+                pipe.pttl(key)
+            results = pipe.execute()
+            for pair, value, pttl in zip(batch, results[0], results[1:], strict=True):
+                _put_kind(out, pair, value, pttl)
+        return out, False
+    end_user = counter_prefix(namespace)
+    match = _glob_escape(root) + "*"
+    plen = len(root.encode())
+    truncated = False
+    try:
+        script = client.register_script(_SCAN_OTHER_LUA)
+        cursor: bytes | str = b"0"
+        while True:
+            cursor, blob = script(args=[cursor, match, SCAN_COUNT, end_user])
+            if blob:
+                parts = blob.split(b"\0")
+                if len(parts) % 3:
+                    raise redis.ResponseError("unexpected reply shape (NUL in a key?)")
+                for raw, value, pttl in zip(parts[0::3], parts[1::3], parts[2::3], strict=True):
+                    found = split_counter(raw[plen:].decode(errors="replace"))
+                    if found is not None:
+                        _put_kind(out, found, value, int(pttl))
+            if len(out) >= limit:
+                truncated = cursor not in (b"0", "0", 0) or len(out) > limit
+                break
+            if cursor in (b"0", "0", 0):
+                break
+    except redis.ResponseError as exc:
+        log.info("server-side scan refused (%s): client-side scan", exc)
+        out, truncated = {}, False
+        eu = end_user.encode()
+        found_keys = [k for k in dict.fromkeys(client.scan_iter(match=match, count=SCAN_COUNT))
+                      if not k.startswith(eu)]
+        truncated = len(found_keys) > limit
+        found_keys = found_keys[:limit]
+        for i in range(0, len(found_keys), BATCH):
+            raw_batch = found_keys[i:i + BATCH]
+            pipe = client.pipeline(transaction=False)
+            pipe.mget(raw_batch)
+            for raw in raw_batch:
+                pipe.pttl(raw)
+            results = pipe.execute()
+            for raw, value, pttl in zip(raw_batch, results[0], results[1:], strict=True):
+                found = split_counter(raw[plen:].decode(errors="replace"))
+                if found is not None:
+                    _put_kind(out, found, value, pttl)
+    if len(out) > limit:
+        out = dict(sorted(out.items())[:limit])
+    return out, truncated
+
+
+def _put_kind(out: KindCounters, name: tuple[str, str], value: bytes | None, pttl: int) -> None:
+    if value is None or pttl == -2:
+        return
+    try:
+        counter = float(value)
+    except ValueError:
+        return
+    out[name] = (counter, -1.0 if pttl == -1 else pttl / 1000.0)
+
+
+def read_kind_db_spend(conn: psycopg.Connection[Any], ids: dict[str, list[str]]) -> dict[tuple[str, str], float | None]:
+    """{(kind, id): DB spend} for the ids of each kind that has a table (KIND_TABLES), one query per kind."""
+    out: dict[tuple[str, str], float | None] = {}
+    with conn.cursor() as cur:
+        for kind, wanted in ids.items():
+            table = KIND_TABLES.get(kind)
+            if table is None or not wanted:
+                continue
+            try:
+                cur.execute(f'SELECT {table[1]}, spend FROM "{table[0]}" WHERE {table[1]} = ANY(%s)',
+                            (list(wanted),))
+            except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
+                # a schema without that table (a stripped-down DB): that kind's DB spend stays empty
+                log.debug("no DB spend for %s counters: %s", kind, exc)
+                continue
+            for ident, spend in cur.fetchall():
+                out[(kind, str(ident))] = None if spend is None else float(spend)
+    return out
+
+
 def read_db_spend(conn: psycopg.Connection[Any], user_prefix: str = "") -> dict[str, float | None]:
     with conn.cursor() as cur:
         if user_prefix:
@@ -187,8 +345,14 @@ class Sampler:
 
     def __init__(self, redis_url: str, dsn: str, run_dir: Path, interval_s: float = 1.0,
                  namespace: str | None = None, *, user_prefix: str = "",
-                 redis_options: dict[str, Any] | None = None, postgres_options: dict[str, Any] | None = None) -> None:
+                 redis_options: dict[str, Any] | None = None, postgres_options: dict[str, Any] | None = None,
+                 entities: dict[str, list[str]] | None = None) -> None:
         self.redis_url = redis_url
+        # the run's own keys/teams ({"key": [hashed tokens], "team": [team ids]}): only those in counters.csv;
+        # None: every non-end-user counter (bounded)
+        self.entities = None if not entities else {k: list(v) for k, v in entities.items() if v}
+        self.other_truncated = 0
+        self.last_kind_rows = 0
         self.dsn = dsn
         self.run_dir = Path(run_dir)
         self.interval_s = interval_s
@@ -207,6 +371,7 @@ class Sampler:
                                            **(redis_options or {}))
         self._conn: psycopg.Connection[Any] | None = None
         self._out: _SamplesAppender | None = None
+        self._kinds_out: _SamplesAppender | None = None
         self._lock = threading.Lock()      # sample_once may be called from the run's thread too
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -222,6 +387,25 @@ class Sampler:
             self._out = _SamplesAppender(self.run_dir / SAMPLES_FILE, SAMPLES_COLUMNS)
         return self._out
 
+    def _kinds_appender(self) -> _SamplesAppender:
+        if self._kinds_out is None:
+            self._kinds_out = _SamplesAppender(self.run_dir / COUNTERS_FILE, COUNTERS_COLUMNS)
+        return self._kinds_out
+
+    def _read_kinds(self) -> list[tuple[str, str, tuple[float, float] | None, float | None]]:
+        """(kind, id, counter or None, db spend or None) of this sample, sorted."""
+        counters, truncated = read_kind_counters(self._redis, self.namespace, self.entities)
+        if truncated:
+            self.other_truncated += 1
+        ids: dict[str, set[str]] = {}
+        for kind, ident in counters:
+            ids.setdefault(kind, set()).add(ident)
+        for kind, own in (self.entities or {}).items():
+            ids.setdefault(kind, set()).update(own)
+        db = read_kind_db_spend(self._db(), {k: sorted(v) for k, v in ids.items()}) if ids else {}
+        names = set(counters) | set(db) | {(k, i) for k, own in (self.entities or {}).items() for i in own}
+        return [(kind, ident, counters.get((kind, ident)), db.get((kind, ident))) for kind, ident in sorted(names)]
+
     def sample_once(self) -> int:
         """Take one sample now; returns the rows written (0 when the sample was skipped)."""
         with self._lock:
@@ -230,6 +414,7 @@ class Sampler:
             try:
                 counters = read_counters(self._redis, self.namespace, user_prefix=self.user_prefix)
                 db = read_db_spend(self._db(), self.user_prefix)
+                kinds = self._read_kinds()
             except (redis.RedisError, psycopg.Error, OSError) as exc:
                 self.errors += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
@@ -249,6 +434,11 @@ class Sampler:
                 rows.append((ts, seq, user, _num(c[0]) if c else "", _num(c[1]) if c else "", _num(db.get(user))))
             if rows:
                 self._appender().append_rows(rows)
+            if kinds:
+                self._kinds_appender().append_rows(
+                    [(ts, seq, kind, ident, _num(c[0]) if c else "", _num(c[1]) if c else "", _num(d))
+                     for kind, ident, c, d in kinds])
+            self.last_kind_rows = len(kinds)
             self.samples += 1
             self.max_counter_minus_db = worst
             if self._last_t is not None:
@@ -289,9 +479,10 @@ class Sampler:
             self._thread = None
         self.dump_other_counters()
         with self._lock:
-            if self._out is not None:
-                self._out.close()
-                self._out = None
+            for out in (self._out, self._kinds_out):
+                if out is not None:
+                    out.close()
+            self._out = self._kinds_out = None
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
@@ -312,4 +503,5 @@ class Sampler:
 
     def status(self) -> dict[str, Any]:
         return {"samples": self.samples, "errors": self.errors, "last_error": self.last_error,
-                "last_duration_s": self.last_duration_s, "max_gap": self.max_gap}
+                "last_duration_s": self.last_duration_s, "max_gap": self.max_gap,
+                "other_truncated": self.other_truncated}

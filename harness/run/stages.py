@@ -57,14 +57,18 @@ class Stage:
 
 
 class BudgetsStage(Stage):
-    """End users and their budgets, before the first request (harness/run/budgets.py)."""
+    """End users and their budgets, then the run's teams and virtual keys with theirs (meta.json `entities`:
+    hashed tokens, never key values), before the first request (harness/run/budgets.py)."""
 
     name = "budgets"
 
     def start(self, ctx: RunContext) -> None:
-        from harness.run.budgets import create_end_users
+        from harness.run.budgets import create_end_users, create_teams_and_keys
 
         ctx.meta.update(end_users_created=create_end_users(ctx.scenario, ctx.endpoints))
+        entities = create_teams_and_keys(ctx.scenario, ctx.endpoints, ctx.run_id)
+        if entities is not None:
+            ctx.meta.update(entities=entities)
 
 
 def run_user_prefix(ctx: RunContext) -> str:
@@ -101,8 +105,18 @@ class LedgerStage(Stage):
                                        "since": since})
 
 
+def sampled_entities(entities: dict[str, Any] | None) -> dict[str, list[str]] | None:
+    """The counters.csv filter for the run's own keys and teams (meta.json `entities`); None: the run has none."""
+    if not entities:
+        return None
+    keys = [str(k["token"]) for k in entities.get("keys", []) if k.get("token")]
+    teams = [str(t["team_id"]) for t in entities.get("teams", [])]
+    return {"key": keys, "team": teams} if keys or teams else None
+
+
 class SamplerStage(Stage):
-    """samples.csv every `sampling.interval_s` from before the load to after the drain, plus one last sample;
+    """samples.csv (and counters.csv: the other counter kinds, the run's own keys/teams when it has them) every
+    `sampling.interval_s` from before the load to after the drain, plus one last sample;
     then (when a load started) LiteLLM's spend logs into spend-logs.csv (meta.json `spend_logs`)."""
 
     name = "sampler"
@@ -116,7 +130,8 @@ class SamplerStage(Stage):
         ep = ctx.endpoints
         self.sampler = Sampler(ep.redis_direct_url, ep.postgres_dsn, ctx.run_dir, ctx.scenario.sampling.interval_s,
                                namespace=ep.redis_namespace, user_prefix=run_user_prefix(ctx),
-                               redis_options=ep.redis_options, postgres_options=ep.postgres_options)
+                               redis_options=ep.redis_options, postgres_options=ep.postgres_options,
+                               entities=sampled_entities(ctx.meta.data.get("entities")))
         self.sampler.start()
 
     def progress(self) -> dict[str, Any]:
@@ -129,7 +144,8 @@ class SamplerStage(Stage):
         sampler.sample_once()       # the drain check reads the last sample after the drain
         sampler.stop()
         ctx.meta.update(sampler={"samples": sampler.samples, "errors": sampler.errors,
-                                 "last_error": sampler.last_error,
+                                 "last_error": sampler.last_error, "other_truncated": sampler.other_truncated,
+                                 "counter_kinds_rows": sampler.last_kind_rows,
                                  "last_duration_ms": round((sampler.last_duration_s or 0) * 1000, 1)})
         if ctx.t_load_start is not None:    # after the drain: LiteLLM's per-request bill (harness/run/spendlogs.py)
             from harness.run.spendlogs import dump_spend_logs
@@ -274,12 +290,13 @@ class LoadStage(Stage):
         where = "hosts" if isinstance(ctx.stack, LoadHosts) else load_where(ctx.scenario.load.where, ctx.stack)
         ctx.meta.update(load_where=where, load_processes=ctx.processes)
         self.live = LiveStats(ctx.run_dir)
+        salt = str((ctx.meta.data.get("entities") or {}).get("salt") or "")   # the run's virtual keys
         if isinstance(ctx.stack, LoadHosts):
             from harness.load.distributed import run_locust_distributed
 
             key_path, key_env = ctx.stack.load_key_source()
             config = LoadConfig.from_scenario(ctx.scenario, ctx.endpoints, ctx.run_dir,
-                                              master_key_file=Path(key_path) if key_path else None)
+                                              master_key_file=Path(key_path) if key_path else None, key_salt=salt)
             config.master_key_env = key_env
             hosts = ctx.stack.load_hosts()
             ctx.meta.update(load_hosts={"master_host": hosts.master_host, "workers": hosts.worker_count,
@@ -294,14 +311,15 @@ class LoadStage(Stage):
             return
         if where == "stack":
             assert isinstance(ctx.stack, LoadRunner)
-            config = LoadConfig.from_scenario(ctx.scenario, ctx.endpoints, ctx.run_dir)
+            config = LoadConfig.from_scenario(ctx.scenario, ctx.endpoints, ctx.run_dir, key_salt=salt)
             ctx.say(f"load: Locust inside the {ctx.stack.backend} stack (master + {ctx.processes} worker(s); "
                     f"{LOAD_WHERE_VAR}=host runs it on this machine)")
             ctx.load_started()
             self.handle = ctx.stack.start_load(config, ctx.run_dir, ctx.processes)
         else:
             key_file = write_master_key_file(ctx.stack.name, ctx.endpoints.master_key)
-            config = LoadConfig.from_scenario(ctx.scenario, ctx.endpoints, ctx.run_dir, master_key_file=key_file)
+            config = LoadConfig.from_scenario(ctx.scenario, ctx.endpoints, ctx.run_dir, master_key_file=key_file,
+                                              key_salt=salt)
             ctx.load_started()
             self.handle = run_locust(config, ctx.run_dir, processes=ctx.processes)
         if self.handle.pid is not None:

@@ -42,6 +42,20 @@ class Pricing(Strict):
                                         "reservation estimate); null: not set")
 
 
+class TeamBudget(Strict):
+    max_budget: float | None = Field(default=None, gt=0, description="the team's max budget ($, `/team/new` "
+                                                                     "max_budget); null: no team budget")
+
+
+class KeyBudgets(Strict):
+    count: int = Field(default=0, ge=0, le=1000, description="virtual keys the run creates (`/key/generate`); the "
+                                                             "load sends every request with one of them (each end "
+                                                             "user always with the same one); 0: the master key")
+    max_budget: float | None = Field(default=None, gt=0, description="each key's max budget ($); null: no key budget")
+    in_teams: bool = Field(default=True, description="put key i into team i mod len(teams) (`team_id`); false: no "
+                                                     "key belongs to a team")
+
+
 class Budget(Strict):
     default_max_budget: float | None = Field(default=50.0, gt=0, description="the default end-user budget ($); null: "
                                                                              "no default end-user budget")
@@ -49,6 +63,16 @@ class Budget(Strict):
         default_factory=dict, description="end user id → its own max budget ($), created with /customer/new")
     create_end_users: bool = Field(default=True, description="create every end user with /customer/new before the load "
                                                              "(a new end user has no budget until its DB row exists)")
+    teams: list[TeamBudget] = Field(default_factory=list, description="teams the run creates (`/team/new`) for its "
+                                                                      "keys (`keys.in_teams`)")
+    keys: KeyBudgets = Field(default_factory=KeyBudgets, description="virtual keys the run creates and sends its "
+                                                                     "requests with (harness/load/keys.py)")
+
+    @model_validator(mode="after")
+    def _teams_need_keys(self) -> Budget:
+        if self.teams and not (self.keys.count and self.keys.in_teams):
+            raise ValueError("teams need keys in them: set keys.count (and keys.in_teams: true)")
+        return self
 
 
 class EndUsers(Strict):
@@ -259,7 +283,7 @@ class Scenario(Strict):
                                                                                            "settings")
     pricing: Pricing = Field(default_factory=Pricing, description="the mock model's prices (they size "
                                                                   "LiteLLM's reservations)")
-    budget: Budget = Field(default_factory=Budget, description="end-user budgets")
+    budget: Budget = Field(default_factory=Budget, description="end-user, key and team budgets")
     end_users: EndUsers = Field(default_factory=EndUsers, description="the end-user ids the load sends (header "
                                                                       "`x-litellm-end-user-id` and body `user`)")
     load: Load = Field(default_factory=Load, description="the Locust load shape")

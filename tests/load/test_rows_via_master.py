@@ -34,7 +34,7 @@ MODULE = [sys.executable, "-m", "harness.load.locust_main"]
 def _row(i: int, **kw: Any) -> dict[str, Any]:
     base = {"t_start": 1.5 + i, "t_end": 2.25 + i, "end_user": f"eu-{i}", "replica": 0, "stream": True,
             "disconnect_after": None, "disconnected": False, "chunks": 8, "status": 200, "error_type": "",
-            "error_text": "", "latency_s": 0.75, "attempt": 0, "request_id": f"{i:032x}"}
+            "error_text": "", "latency_s": 0.75, "attempt": 0, "request_id": f"{i:032x}", "key": None}
     return {**base, **kw}
 
 

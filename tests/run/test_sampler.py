@@ -11,8 +11,9 @@ import psycopg
 import pytest
 import redis
 
-from harness.run.runfolder import SAMPLES_COLUMNS, SAMPLES_FILE
-from harness.run.sampler import Sampler, read_counters
+from harness.load.keys import hashed_token
+from harness.run.runfolder import COUNTERS_COLUMNS, COUNTERS_FILE, SAMPLES_COLUMNS, SAMPLES_FILE
+from harness.run.sampler import KIND_TABLES, Sampler, read_counters, read_kind_counters
 from harness.util.procs import ProcessGroup
 from tests.realservers import postgres_server, redis_server
 
@@ -26,6 +27,8 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, str
             with psycopg.connect(dsn, autocommit=True) as conn:
                 conn.execute('CREATE TABLE "LiteLLM_EndUserTable"(user_id text PRIMARY KEY, '
                              'spend double precision)')
+                for table, column in KIND_TABLES.values():     # the other kinds' DB spend (Prisma schema)
+                    conn.execute(f'CREATE TABLE "{table}"({column} text PRIMARY KEY, spend double precision)')
             yield port, dsn
     finally:
         group.stop_all()
@@ -38,6 +41,8 @@ def data(servers: tuple[int, str]) -> Iterator[tuple[redis.Redis, str]]:
     r.flushall()
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute('TRUNCATE "LiteLLM_EndUserTable"')
+        for table, _ in KIND_TABLES.values():
+            conn.execute(f'TRUNCATE "{table}"')
     yield r, dsn
 
 
@@ -142,3 +147,88 @@ def test_stop_writes_the_other_spend_counters(data: tuple[redis.Redis, str], tmp
         rows = list(csv.DictReader(fh))
     assert [(x["key"], float(x["value"])) for x in rows] == [("spend:key:abc", 3.5), ("spend:user:u1", 2.25)]
     assert 0 < float(rows[0]["ttl"]) <= 60 and float(rows[1]["ttl"]) == -1.0
+
+
+def _kind_rows(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / COUNTERS_FILE, newline="") as fh:
+        reader = csv.DictReader(fh)
+        assert tuple(reader.fieldnames or ()) == COUNTERS_COLUMNS
+        return list(reader)
+
+
+def _seed_kinds(r: redis.Redis, dsn: str) -> tuple[str, str]:
+    """A key, a team, a user and an org counter with DB rows, a key without a counter, and noise."""
+    tok, tok_cold = hashed_token("sk-test-key-0"), hashed_token("sk-test-key-1")
+    r.set(f"spend:key:{tok}", "3.5", ex=60)
+    r.set("spend:team:team-a", "7.25", ex=60)
+    r.set("spend:user:u1", "2.0")                     # no expiry
+    r.set("spend:org:org-1", "1.0", ex=60)
+    r.set("spend:tag:blue", "0.5", ex=60)             # a kind without a table: no DB spend
+    r.set(f"spend:key:{tok}:window:1d", "3.5", ex=60)
+    r.set("spend:end_user:eu-1", "9.0", ex=60)        # end users go to samples.csv only
+    r.rpush("litellm_spend_update_buffer", "x")       # not a counter
+    r.set("ns1:spend:key:other", "4.0")               # another namespace
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute('INSERT INTO "LiteLLM_VerificationToken" VALUES (%s, 0.75), (%s, 0.0)', (tok, tok_cold))
+        conn.execute('INSERT INTO "LiteLLM_TeamTable" VALUES (%s, 1.5), (%s, 0.0)', ("team-a", "team-b"))
+        conn.execute('INSERT INTO "LiteLLM_UserTable" VALUES (%s, 2.0)', ("u1",))
+        conn.execute('INSERT INTO "LiteLLM_OrganizationTable" VALUES (%s, 0.25)', ("org-1",))
+    return tok, tok_cold
+
+
+def test_every_counter_kind_is_sampled_with_its_db_spend(data: tuple[redis.Redis, str], tmp_path: Path) -> None:
+    """No entities of the run's own: every counter under spend: but the end users', each with its table's spend."""
+    r, dsn = data
+    tok, _ = _seed_kinds(r, dsn)
+    port = r.connection_pool.connection_kwargs["port"]
+    sampler = Sampler(f"redis://127.0.0.1:{port}/0", dsn, tmp_path, 1.0)
+    try:
+        sampler.sample_once()
+        sampler.sample_once()
+    finally:
+        sampler.stop()
+    rows = _kind_rows(tmp_path)
+    assert sampler.errors == 0 and sampler.last_kind_rows == 6
+    first = {(x["kind"], x["id"]): x for x in rows if x["sample"] == "0"}
+    assert set(first) == {("key", tok), ("team", "team-a"), ("user", "u1"), ("org", "org-1"), ("tag", "blue"),
+                          ("key", f"{tok}:window:1d")}
+    assert {k: (float(x["redis_counter"]), x["db_spend"]) for k, x in first.items()} == {
+        ("key", tok): (3.5, "0.75"), ("team", "team-a"): (7.25, "1.5"), ("user", "u1"): (2.0, "2.0"),
+        ("org", "org-1"): (1.0, "0.25"), ("tag", "blue"): (0.5, ""), ("key", f"{tok}:window:1d"): (3.5, "")}
+    assert 59 <= float(first[("key", tok)]["counter_ttl"]) <= 60 and first[("user", "u1")]["counter_ttl"] == "-1.0"
+    assert {x["sample"] for x in rows} == {"0", "1"}
+    samples = {x["end_user"] for x in _rows(tmp_path)}
+    assert samples == {"eu-1"}                       # samples.csv unchanged: end users only
+
+
+def test_the_runs_own_keys_and_teams_by_name(data: tuple[redis.Redis, str], tmp_path: Path) -> None:
+    """With entities: exactly those (a row before the counter exists, with its DB spend), nothing else."""
+    r, dsn = data
+    tok, tok_cold = _seed_kinds(r, dsn)
+    port = r.connection_pool.connection_kwargs["port"]
+    sampler = Sampler(f"redis://127.0.0.1:{port}/0", dsn, tmp_path, 1.0,
+                      entities={"key": [tok, tok_cold], "team": ["team-a", "team-b"]})
+    try:
+        sampler.sample_once()
+    finally:
+        sampler.stop()
+    rows = {(x["kind"], x["id"]): x for x in _kind_rows(tmp_path)}
+    assert set(rows) == {("key", tok), ("key", tok_cold), ("team", "team-a"), ("team", "team-b")}
+    assert rows[("key", tok)]["redis_counter"] == "3.5" and rows[("key", tok)]["db_spend"] == "0.75"
+    assert rows[("key", tok_cold)]["redis_counter"] == "" and rows[("key", tok_cold)]["db_spend"] == "0.0"
+    assert rows[("team", "team-b")]["counter_ttl"] == "" and rows[("team", "team-a")]["redis_counter"] == "7.25"
+
+
+def test_kind_scan_is_bounded_and_namespaced(data: tuple[redis.Redis, str]) -> None:
+    r, _ = data
+    pipe = r.pipeline(transaction=False)
+    for i in range(300):
+        pipe.set(f"spend:key:k{i:03d}", "1", ex=60)
+        pipe.set(f"spend:end_user:eu-{i:03d}", "1", ex=60)
+    pipe.set("team-a:spend:team:t1", "2")
+    pipe.execute()
+    out, truncated = read_kind_counters(r, limit=100)
+    assert truncated and len(out) == 100 and all(kind == "key" for kind, _ in out)
+    full, truncated = read_kind_counters(r)
+    assert not truncated and len(full) == 300
+    assert read_kind_counters(r, "team-a") == ({("team", "t1"): (2.0, -1.0)}, False)

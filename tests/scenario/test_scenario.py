@@ -154,3 +154,36 @@ def test_catalog_scenarios_load_and_name_an_issue(path: Path) -> None:
     assert path.read_text().startswith("#"), f"{path}: starts with a header comment"
     for version in s.catalog_versions():
         assert s.expectation_for(version) in ("reproduced", "clean")
+
+
+def test_key_and_team_budgets_default_off_and_parse(tmp_path: Path) -> None:
+    plain = load_scenario(_write(tmp_path, "name: a\nexpect: clean\n"))
+    assert plain.budget.keys.count == 0 and plain.budget.teams == []      # old scenarios: the master key
+    s = load_scenario(_write(tmp_path, "name: a\nexpect: clean\nbudget:\n  teams: [{max_budget: 12}, {}]\n"
+                                       "  keys: {count: 8, max_budget: 5}\n"))
+    assert [t.max_budget for t in s.budget.teams] == [12.0, None]
+    assert (s.budget.keys.count, s.budget.keys.max_budget, s.budget.keys.in_teams) == (8, 5.0, True)
+    assert s.budget.default_max_budget == 50.0                            # end users keep theirs
+
+
+@pytest.mark.parametrize(("budget", "expected"), [
+    ("{keys: {count: 2, max_bugdet: 5}}", "budget.keys.max_bugdet: Extra inputs are not permitted"),
+    ("{keys: {count: -1}}", "budget.keys.count: Input should be greater than or equal to 0"),
+    ("{keys: {count: 2, max_budget: 0}}", "budget.keys.max_budget: Input should be greater than 0"),
+    ("{teams: [{max_budget: 3}]}", "budget: Value error, teams need keys in them"),
+    ("{teams: [{max_budget: 3}], keys: {count: 2, in_teams: false}}", "teams need keys in them"),
+    ("{teams: [{budget: 3}], keys: {count: 2}}", "budget.teams.0.budget: Extra inputs are not permitted"),
+])
+def test_key_and_team_budget_errors_are_one_line(tmp_path: Path, budget: str, expected: str) -> None:
+    with pytest.raises(HarnessError, match=expected.replace(".", r"\.")):
+        load_scenario(_write(tmp_path, f"name: x\nexpect: clean\nbudget: {budget}\n"))
+
+
+def test_key_team_budgets_scenario_sizes_budgets_against_its_reservation() -> None:
+    s = load_scenario(Path("scenarios/key-team-budgets.yaml"))
+    assert s.budget.keys.count == 8 and len(s.budget.teams) == 2 and s.replicas == 2
+    reservation = s.max_reservation()
+    assert reservation == pytest.approx(256 * 0.0016 + (200 // 4 + 8) * 0.000002)
+    # room for phantoms: a key's budget is many reservations, and team 0's is less than its 4 keys' together
+    assert s.budget.keys.max_budget is not None and s.budget.keys.max_budget > 10 * reservation
+    assert s.budget.teams[0].max_budget is not None and s.budget.teams[0].max_budget < 4 * s.budget.keys.max_budget
