@@ -17,6 +17,7 @@ from harness.run.runfolder import LEDGER_FILE
 
 if TYPE_CHECKING:
     from harness.analyze.billing import Billing
+    from harness.scenario.model import Scenario
 
 DEFAULT_BATCH_WRITE_S = 10.0   # LiteLLM's proxy_batch_write_at default
 # The release after a success runs after the response is sent (LiteLLM's logging worker): a request still
@@ -60,6 +61,9 @@ class Context:
     # request id → when the proxy's upstream call for it ended (the mock's ledger)
     upstream_end: pd.Series = field(default_factory=lambda: pd.Series(dtype=float))
     release_grace_s: float = RELEASE_GRACE_S
+    # which budget rejections the codes judge (classify's `detail`): "end_user"; an entity view of another
+    # counter kind (harness/analyze/entities.py) judges the rejections naming that kind's entities
+    judged_detail: str = "end_user"
 
     @cached_property
     def billing(self) -> Billing:
@@ -139,11 +143,7 @@ def build_context(data: RunData) -> Context:
         vals = np.array(list(scen.budget.per_user.values()), dtype=float)
         budget[pos[pos >= 0]] = vals[pos >= 0]
 
-    max_res = scen.max_reservation()
-    own_res = scen.max_reservation(first_requests=False)
-    if len(ledger) and ledger["prompt_tokens"].max() > 0:
-        max_res = max(max_res, scen.max_reservation(int(ledger["prompt_tokens"].max())))
-        own_res = max(own_res, scen.max_reservation(int(ledger["prompt_tokens"].max()), first_requests=False))
+    max_res, own_res = reservations(scen, ledger)
 
     horizon = float("inf")
     if LEDGER_FILE in data.truncated:
@@ -160,6 +160,19 @@ def build_context(data: RunData) -> Context:
                    max_reservation=float(max_res), db_lag_s=db_lag, ledger_horizon=horizon,
                    warnings=warnings, own_max_reservation=float(own_res),
                    upstream_end=_upstream_end(ledger_rows), release_grace_s=_release_grace(requests))
+
+
+def reservations(scen: Scenario, ledger: pd.DataFrame, end_user_cap: bool = True) -> tuple[float, float]:
+    """(max_reservation, own_max_reservation): the scenario's estimate, and the same with the ledger's largest
+    prompt, whichever is larger. end_user_cap=False: not capped by the default end-user budget (the reservation on
+    a key's or team's counter, which LiteLLM reserves before the end user's)."""
+    max_res = scen.max_reservation(end_user_cap=end_user_cap)
+    own_res = scen.max_reservation(first_requests=False, end_user_cap=end_user_cap)
+    if len(ledger) and ledger["prompt_tokens"].max() > 0:
+        prompt = int(ledger["prompt_tokens"].max())
+        max_res = max(max_res, scen.max_reservation(prompt, end_user_cap=end_user_cap))
+        own_res = max(own_res, scen.max_reservation(prompt, first_requests=False, end_user_cap=end_user_cap))
+    return float(max_res), float(own_res)
 
 
 def _release_grace(requests: pd.DataFrame) -> float:

@@ -29,6 +29,7 @@ _NUMERIC: dict[str, tuple[str, ...]] = {
     rf.LEDGER_FILE: ("t_start", "t_end", "stream", "prompt_tokens", "completion_tokens_promised",
                      "completion_tokens_delivered", "chunks_sent"),
     rf.SAMPLES_FILE: ("t", "sample", "redis_counter", "counter_ttl", "db_spend"),
+    rf.COUNTERS_FILE: ("t", "sample", "redis_counter", "counter_ttl", "db_spend"),
     rf.FAULTS_FILE: ("t",),
     rf.MOCK_EVENTS_FILE: ("t",),
     rf.SPEND_LOGS_FILE: ("spend", "prompt_tokens", "completion_tokens", "start_time", "end_time"),
@@ -37,6 +38,7 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
     rf.REQUESTS_FILE: rf.REQUESTS_COLUMNS,
     rf.LEDGER_FILE: rf.LEDGER_COLUMNS,
     rf.SAMPLES_FILE: rf.SAMPLES_COLUMNS,
+    rf.COUNTERS_FILE: rf.COUNTERS_COLUMNS,
     rf.FAULTS_FILE: rf.FAULTS_COLUMNS,
     rf.MOCK_EVENTS_FILE: ("t",),
     rf.SPEND_LOGS_FILE: rf.SPEND_LOGS_COLUMNS,
@@ -44,16 +46,18 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
 # Columns the analyzer uses (others are not parsed: speed).
 _USED: dict[str, tuple[str, ...]] = {
     rf.REQUESTS_FILE: ("t_start", "t_end", "end_user", "stream", "disconnected", "status", "error_type",
-                       "error_text", "request_id"),
+                       "error_text", "request_id", "key"),
     rf.LEDGER_FILE: ("t_start", "t_end", "request_id", "end_user", "stream", "prompt_tokens",
                      "completion_tokens_promised", "completion_tokens_delivered", "outcome"),
     rf.SAMPLES_FILE: ("t", "sample", "end_user", "redis_counter", "db_spend"),
+    rf.COUNTERS_FILE: ("t", "sample", "kind", "id", "redis_counter", "db_spend"),
 }
 # A row without these is useless (e.g. a line cut before its time): dropped.
 _REQUIRED: dict[str, tuple[str, ...]] = {
     rf.REQUESTS_FILE: ("t_start",),
     rf.LEDGER_FILE: ("t_start",),
     rf.SAMPLES_FILE: ("t",),
+    rf.COUNTERS_FILE: ("t",),
     rf.FAULTS_FILE: ("t",),
     rf.MOCK_EVENTS_FILE: (),
     rf.SPEND_LOGS_FILE: ("request_id",),
@@ -73,6 +77,8 @@ class RunData:
     mock_events: pd.DataFrame
     warnings: list[str] = field(default_factory=list)
     truncated: set[str] = field(default_factory=set)   # files whose last row was cut (a killed run)
+    # counters.csv: the other counter kinds (key, team, user, org); empty in run folders from before it existed
+    counters: pd.DataFrame = field(default_factory=lambda: _empty(rf.COUNTERS_FILE, rf.COUNTERS_COLUMNS))
 
     @property
     def version(self) -> str:
@@ -104,11 +110,13 @@ def load_run(run_dir: Path) -> RunData:
     meta = _read_meta(run_dir / rf.META_FILE, warnings)
     frames = {name: read_csv_tolerant(run_dir / name, warnings, required=name == rf.REQUESTS_FILE,
                                       truncated=truncated)
-              for name in (rf.REQUESTS_FILE, rf.LEDGER_FILE, rf.SAMPLES_FILE, rf.FAULTS_FILE, rf.MOCK_EVENTS_FILE)}
+              for name in (rf.REQUESTS_FILE, rf.LEDGER_FILE, rf.SAMPLES_FILE, rf.FAULTS_FILE, rf.MOCK_EVENTS_FILE,
+                           rf.COUNTERS_FILE)}
     return RunData(run_dir=run_dir, scenario=scenario, scenario_text=scenario_text, meta=meta,
                    requests=frames[rf.REQUESTS_FILE], ledger=frames[rf.LEDGER_FILE],
                    samples=frames[rf.SAMPLES_FILE], faults=frames[rf.FAULTS_FILE],
-                   mock_events=frames[rf.MOCK_EVENTS_FILE], warnings=warnings, truncated=truncated)
+                   mock_events=frames[rf.MOCK_EVENTS_FILE], warnings=warnings, truncated=truncated,
+                   counters=frames[rf.COUNTERS_FILE])
 
 
 def _read_meta(path: Path, warnings: list[str]) -> dict[str, Any]:

@@ -90,6 +90,22 @@ class Summary(BaseModel):
     # deflation: counters below the true spend (low bound) after the drain
     deflated_users: int | None = None
     deflated_usd: float | None = None
+    # every counter kind (checks/counter_kinds.py): the run's own keys and teams, judged like end users (None: the
+    # run created none, e.g. a folder from before)
+    kinds_judged: str | None = None             # e.g. "key,team"
+    kind_phantoms: int | None = None            # phantom rejections naming a key or team of the run
+    kind_phantom_entities: int | None = None
+    first_kind_phantom_s: float | None = None
+    key_phantoms: int | None = None
+    team_phantoms: int | None = None
+    kind_leaked_entities: int | None = None     # keys/teams with leaked reservations after the drain
+    kind_leaked_usd: float | None = None
+    key_leaked_usd: float | None = None
+    team_leaked_usd: float | None = None
+    kind_orphaned_entities: int | None = None
+    kind_orphaned_usd: float | None = None
+    kind_max_ratio: float | None = None         # largest counter / max(true spend, DB spend) of one key or team
+                                                # after the drain (N× inflation)
     # fault coverage: fault windows that errored or never started (None: the run folder does not record it)
     fault_problems: int | None = None
     # completeness: blockers + vetoes about missing evidence (interrupted run, ground truth, sampler gaps)

@@ -320,10 +320,13 @@ class Scenario(Strict):
         """The versions `harness catalog` runs this scenario on."""
         return list(dict.fromkeys(self.versions)) or [self.litellm]
 
-    def max_reservation(self, prompt_tokens: int | None = None, first_requests: bool = True) -> float:
+    def max_reservation(self, prompt_tokens: int | None = None, first_requests: bool = True,
+                        end_user_cap: bool = True) -> float:
         """The largest reservation one request of this scenario can make (LiteLLM's estimate).
 
         first_requests=False: of the ordinary requests of the mix only (not `mix.first_requests`).
+        end_user_cap=False: not capped by the default end-user budget (LiteLLM shrinks a reservation to what is left
+        of the first budget it overflows; a key's and a team's counter come before the end user's).
         """
         choices: list[int | None] = list(self.mix.max_tokens.choices)
         if first_requests and self.mix.first_requests.count:
@@ -334,7 +337,7 @@ class Scenario(Strict):
             worst_out = min(worst_out, self.pricing.max_output_tokens)
         prompt = prompt_tokens if prompt_tokens is not None else max(1, self.mix.prompt_chars[1] // 4 + 8)
         estimate = prompt * self.pricing.input_cost_per_token + worst_out * self.pricing.output_cost_per_token
-        if self.budget.default_max_budget is not None:
+        if end_user_cap and self.budget.default_max_budget is not None:
             estimate = min(estimate, self.budget.default_max_budget)
         return estimate
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from harness.analyze.checker import Check
 from harness.analyze.checks.completeness import Completeness
 from harness.analyze.checks.contention import Contention
+from harness.analyze.checks.counter_kinds import CounterKinds, KindPhantoms
 from harness.analyze.checks.deflation import Deflation
 from harness.analyze.checks.drain import Drain
 from harness.analyze.checks.fault_coverage import FaultCoverage
@@ -25,6 +26,8 @@ CHECKS: tuple[Check, ...] = (
     Drain(),
     Orphans(),
     Deflation(),
+    CounterKinds(),
+    KindPhantoms(),
     FaultCoverage(),
     Completeness(),
     Contention(),

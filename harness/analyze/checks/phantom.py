@@ -134,7 +134,8 @@ def judge_rejections(ctx: Context, inflation: InflationResult | None = None) -> 
     # LiteLLM's bill of the end user may sit above the ledger's truth by the billing disagreement
     billing = ctx.billing.allowance(codes)
     threshold = budget - in_flight * per_res - own_res - billing
-    judged = (codes >= 0) & ~np.isnan(budget) & (b["detail"].to_numpy() == "end_user") & (t_end <= ctx.ledger_horizon)
+    judged = (codes >= 0) & ~np.isnan(budget) & (b["detail"].to_numpy() == ctx.judged_detail) & (
+        t_end <= ctx.ledger_horizon)
     phantom = judged & (high < threshold)
     within_billing = judged & ~phantom & (high < threshold + billing)
     printed = b["printed_counter"].to_numpy()
@@ -150,7 +151,7 @@ def judge_rejections(ctx: Context, inflation: InflationResult | None = None) -> 
     }, index=b.index)
     affected = sorted(set(table.loc[table["phantom"], "end_user"].astype(str)))
     return PhantomResult(rejections=rejections, budget_rejections=len(b),
-                         budget_rejections_end_user=int((b["detail"] == "end_user").sum()), wordings=wordings,
+                         budget_rejections_end_user=int((b["detail"] == ctx.judged_detail).sum()), wordings=wordings,
                          status_codes=status_codes, table=table, count=int(phantom.sum()), affected_users=affected)
 
 
