@@ -108,11 +108,12 @@ def up(
     from harness.stack.backends import make_stack
     from harness.stack.base import StackSpec
     from harness.stack.external.target import is_loopback
+    from harness.util.netutil import is_own_address
 
     if proxy_host != "127.0.0.1" and backend != "local":
         raise HarnessError(f"--proxy-host {proxy_host}: only the local backend binds another address",
                            "drop --proxy-host or use --backend local")
-    if not is_loopback(proxy_host) and not _is_own_address(proxy_host):
+    if not is_loopback(proxy_host) and not is_own_address(proxy_host):
         raise HarnessError(f"--proxy-host {proxy_host} is not an address of this host",
                            "use 127.0.0.1 or an address `ip addr` shows here")
     if scenario is not None:
@@ -141,12 +142,6 @@ def up(
                      proxy_host=proxy_host)
     endpoints = make_stack(backend, name).up(spec, console=console)
     print(endpoints.describe())
-
-
-def _is_own_address(host: str) -> bool:
-    import psutil
-
-    return any(a.address == host for addrs in psutil.net_if_addrs().values() for a in addrs)
 
 
 @app.command()

@@ -21,3 +21,10 @@ def abort_with_rst(transport: asyncio.BaseTransport | None) -> None:
         transport.abort()
     else:
         transport.close()
+
+
+def is_own_address(host: str) -> bool:
+    """True when `host` is an address of one of this host's interfaces (in this network namespace)."""
+    import psutil
+
+    return any(a.address == host for addrs in psutil.net_if_addrs().values() for a in addrs)

@@ -31,6 +31,7 @@ from harness.errors import HarnessError, StackError
 from harness.stack.base import Endpoints, StackFacts, StackSpec, master_key_file, state_dir_of
 from harness.stack.external.probe import Probe, postgres_options, probe, redis_options
 from harness.stack.external.target import KILL_INDEX, Load, Target, is_loopback, load_target
+from harness.util.netutil import is_own_address
 from harness.util.procs import ProcessGroup
 
 STATE_FILE = "external.json"
@@ -264,11 +265,13 @@ def with_target(name: str, target: Target) -> ExternalStack:
 
 
 def _listeners(target: Target) -> list[dict[str, Any]]:
-    """Processes listening on the target's loopback ports (pid, name, port): a target on this very machine."""
+    """Processes listening on the target's ports on this host (loopback or one of its own addresses): a target
+    on this very machine (pid, name, port)."""
     ports: dict[int, str] = {}
     for what, url in target.urls().items():
         parts = urlsplit(url)
-        if parts.port and is_loopback(parts.hostname or ""):
+        host = parts.hostname or ""
+        if parts.port and (is_loopback(host) or is_own_address(host)):
             ports[parts.port] = what.split(".")[0]
     if not ports:
         return []
