@@ -214,7 +214,7 @@ def split_counter(name: str) -> tuple[str, str] | None:
 
 def read_kind_counters(client: redis.Redis, namespace: str | None = None,
                        entities: dict[str, list[str]] | None = None,
-                       limit: int = MAX_OTHER_COUNTERS) -> tuple[KindCounters, bool]:
+                       limit: int = MAX_OTHER_COUNTERS, server_side: bool = True) -> tuple[KindCounters, bool]:
     """{(kind, id): (counter, ttl s)} of the non-end-user spend counters, and whether `limit` cut it short.
 
     `entities` ({"key": [hashed tokens], "team": [team ids], ...}): exactly those counters, by name (MGET +
@@ -241,6 +241,8 @@ def read_kind_counters(client: redis.Redis, namespace: str | None = None,
     plen = len(root.encode())
     truncated = False
     try:
+        if not server_side:
+            raise redis.ResponseError("server-side scripts not used (a shared deployment: SCAN/GET/PTTL only)")
         script = client.register_script(_SCAN_OTHER_LUA)
         cursor: bytes | str = b"0"
         while True:
@@ -346,8 +348,12 @@ class Sampler:
     def __init__(self, redis_url: str, dsn: str, run_dir: Path, interval_s: float = 1.0,
                  namespace: str | None = None, *, user_prefix: str = "",
                  redis_options: dict[str, Any] | None = None, postgres_options: dict[str, Any] | None = None,
-                 entities: dict[str, list[str]] | None = None) -> None:
+                 entities: dict[str, list[str]] | None = None, shared: bool = False) -> None:
         self.redis_url = redis_url
+        # a deployment the harness shares (the external backend): plain SCAN / MGET / PTTL (no Lua), and no
+        # counter of anyone else read — the other kinds only when the run has keys/teams of its own
+        self.shared = shared
+        self.server_side = not shared
         # the run's own keys/teams ({"key": [hashed tokens], "team": [team ids]}): only those in counters.csv;
         # None: every non-end-user counter (bounded)
         self.entities = None if not entities else {k: list(v) for k, v in entities.items() if v}
@@ -394,7 +400,8 @@ class Sampler:
 
     def _read_kinds(self) -> list[tuple[str, str, tuple[float, float] | None, float | None]]:
         """(kind, id, counter or None, db spend or None) of this sample, sorted."""
-        counters, truncated = read_kind_counters(self._redis, self.namespace, self.entities)
+        counters, truncated = read_kind_counters(self._redis, self.namespace, self.entities,
+                                                 server_side=self.server_side)
         if truncated:
             self.other_truncated += 1
         ids: dict[str, set[str]] = {}
@@ -412,9 +419,10 @@ class Sampler:
             t = time.time()
             started = time.perf_counter()
             try:
-                counters = read_counters(self._redis, self.namespace, user_prefix=self.user_prefix)
+                counters = read_counters(self._redis, self.namespace, server_side=self.server_side,
+                                         user_prefix=self.user_prefix)
                 db = read_db_spend(self._db(), self.user_prefix)
-                kinds = self._read_kinds()
+                kinds = [] if self.shared and self.entities is None else self._read_kinds()
             except (redis.RedisError, psycopg.Error, OSError) as exc:
                 self.errors += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
@@ -489,7 +497,10 @@ class Sampler:
             self._redis.close()
 
     def dump_other_counters(self) -> int:
-        """Write spend-counters-final.csv (the non-end-user spend counters now); returns the rows, -1 on error."""
+        """Write spend-counters-final.csv (the non-end-user spend counters now); returns the rows, -1 on error
+        (0 and no file on a shared deployment: those counters are other people's)."""
+        if self.shared:
+            return 0
         try:
             rows = read_other_counters(self._redis, self.namespace)
         except (redis.RedisError, OSError) as exc:

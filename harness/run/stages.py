@@ -131,7 +131,8 @@ class SamplerStage(Stage):
         self.sampler = Sampler(ep.redis_direct_url, ep.postgres_dsn, ctx.run_dir, ctx.scenario.sampling.interval_s,
                                namespace=ep.redis_namespace, user_prefix=run_user_prefix(ctx),
                                redis_options=ep.redis_options, postgres_options=ep.postgres_options,
-                               entities=sampled_entities(ctx.meta.data.get("entities")))
+                               entities=sampled_entities(ctx.meta.data.get("entities")),
+                               shared=ep.read_only)
         self.sampler.start()
 
     def progress(self) -> dict[str, Any]:

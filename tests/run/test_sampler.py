@@ -232,3 +232,24 @@ def test_kind_scan_is_bounded_and_namespaced(data: tuple[redis.Redis, str]) -> N
     full, truncated = read_kind_counters(r)
     assert not truncated and len(full) == 300
     assert read_kind_counters(r, "team-a") == ({("team", "t1"): (2.0, -1.0)}, False)
+
+
+def test_a_shared_deployment_is_read_with_plain_commands_and_only_the_runs_users(
+        data: tuple[redis.Redis, str], tmp_path: Path) -> None:
+    """The external backend's sampler (shared=True): no Lua (SCAN/GET/PTTL only), only the run's end users
+    (user_prefix), no other counter kind and no final dump of other people's counters."""
+    r, dsn = data
+    _seed(r, dsn, {"rABC-eu-0000": 2.0, "rABC-eu-0001": 1.0, "someone-else": 9.0},
+          {"rABC-eu-0000": 0.5, "someone-else": 8.0})
+    r.incrbyfloat("spend:key:other-tenant", 3.0)
+    r.config_resetstat()
+    run = tmp_path / "shared"
+    sampler = Sampler(f"redis://127.0.0.1:{r.connection_pool.connection_kwargs['port']}/0", dsn, run,
+                      user_prefix="rABC-", shared=True)
+    assert sampler.sample_once() == 2
+    sampler.stop()
+    assert sorted(row["end_user"] for row in _rows(run)) == ["rABC-eu-0000", "rABC-eu-0001"]
+    stats = r.info("commandstats")
+    assert not any(name.startswith(("cmdstat_eval", "cmdstat_script")) for name in stats), sorted(stats)
+    assert "cmdstat_scan" in stats
+    assert not (run / COUNTERS_FILE).exists() and not (run / "spend-counters-final.csv").exists()

@@ -224,3 +224,38 @@ def test_target_without_external_backend_is_refused(tmp_path: Path) -> None:
                 lambda backend, name: FakeStack(name))
     sc = load_scenario(REPO / "scenarios/minimal.yaml")
     assert sc.backend == "local"
+
+
+def test_a_password_protected_redis_is_read_with_the_password_from_the_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """redis.password_env reaches the client (never the URL); without it the probe says NOAUTH, with it SCAN works."""
+    from harness.stack.external.probe import _probe_redis
+    from harness.stack.redis_server import redis_binary
+    from harness.util.ports import free_port
+    from harness.util.procs import ProcessGroup, wait_until
+
+    port = free_port()
+    group = ProcessGroup(tmp_path / "state")
+    group.start("redis", [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--requirepass", "s3cret",
+                          "--save", "", "--dir", str(tmp_path)], log=tmp_path / "redis.log", port=port)
+    try:
+        import redis
+
+        def answers() -> bool:
+            try:
+                return bool(redis.Redis(port=port, password="s3cret").ping())
+            except redis.ConnectionError:
+                return False
+
+        wait_until(answers, deadline_s=15, what="redis")
+        url = f"redis://127.0.0.1:{port}/0"
+        without = Probe()
+        _probe_redis(parse_target(target_data(redis={"url": url})), without)
+        assert not without.checks[0].ok and "Authentication required" in without.checks[0].detail
+        monkeypatch.setenv("T_REDIS_PW", "s3cret")
+        found = Probe()
+        _probe_redis(parse_target(target_data(redis={"url": url, "password_env": "T_REDIS_PW"})), found)
+        assert found.checks[0].ok and found.redis_version, found.checks[0].detail
+        assert "s3cret" not in found.checks[0].what + found.checks[0].detail
+    finally:
+        group.stop_all()
