@@ -29,17 +29,18 @@ def render_proxy_config(spec: StackSpec, *, mock_api_base: str, redis_host: str,
     litellm_params: dict[str, Any] = {
         # LiteLLM forwards the body `user` field only to a model it knows as an OpenAI chat model, so the
         # deployment names a real one (its own prices below replace the cost map's) served by the mock.
-        "model": f"openai/{spec.upstream_model}",
+        "model": f"openai/{spec.cost_map_model or spec.upstream_model}",
         "api_base": mock_api_base,
         "api_key": MOCK_API_KEY,
-        "input_cost_per_token": spec.input_cost_per_token,
-        "output_cost_per_token": spec.output_cost_per_token,
         "timeout": 120,
         "stream_timeout": 120,
         "max_retries": 0,
     }
+    if not spec.cost_map_model:     # else the proxy prices the real model from its own cost map
+        litellm_params["input_cost_per_token"] = spec.input_cost_per_token
+        litellm_params["output_cost_per_token"] = spec.output_cost_per_token
     model_entry: dict[str, Any] = {"model_name": spec.model, "litellm_params": litellm_params}
-    if spec.max_output_tokens is not None:
+    if spec.max_output_tokens is not None and not spec.cost_map_model:
         model_entry["model_info"] = {"max_output_tokens": spec.max_output_tokens}
 
     cache_params: dict[str, Any] = {

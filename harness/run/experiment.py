@@ -93,11 +93,28 @@ def resolve_build(path: Path, opts: RunOptions) -> tuple[Scenario, Candidate]:
     build = candidate.parse(opts.litellm if isinstance(opts.litellm, Candidate) else scenario.litellm)
     candidate.check_backend(build, scenario.backend)
     scenario.litellm = build.version
+    if scenario.pricing.cost_map_model:
+        _price_from_cost_map(scenario, build)
     lv = build.traits()
     if scenario.litellm_settings.disable_budget_reservation is not None and not lv.has_disable_budget_reservation:
         raise HarnessError(f"{path}: litellm_settings.disable_budget_reservation needs LiteLLM 1.89.1 or newer "
                            f"(scenario runs {scenario.litellm})", "remove the setting or pick a newer version")
     return scenario, build
+
+
+def _price_from_cost_map(scenario: Scenario, build: Candidate) -> None:
+    """The scenario's prices from the cost map of the very LiteLLM build it runs (its environment, built if
+    missing): the proxy looks the model up there itself (harness/litellm/costmap.py)."""
+    from harness.litellm import env as litellm_env
+    from harness.litellm.costmap import cost_map_file, model_prices
+
+    model = scenario.pricing.cost_map_model
+    assert model is not None
+    path = cost_map_file(litellm_env.ensure(build).venv)
+    price_in, price_out, max_out = model_prices(path, model)
+    scenario.pricing.input_cost_per_token = price_in
+    scenario.pricing.output_cost_per_token = price_out
+    scenario.pricing.max_output_tokens = max_out
 
 
 @dataclass

@@ -40,6 +40,11 @@ class Pricing(Strict):
     max_output_tokens: int | None = Field(
         default=None, gt=0, description="model_info.max_output_tokens of the mock model (caps LiteLLM's "
                                         "reservation estimate); null: not set")
+    cost_map_model: str | None = Field(
+        default=None, description="price the deployment as this real model of LiteLLM's own cost map (e.g. "
+                                  "`gpt-5`): the proxy gets no custom prices and looks them up itself; the run fills "
+                                  "the three fields above from the same version's cost map (what the analyzer "
+                                  "uses), so any values given here are replaced")
 
 
 class TeamBudget(Strict):

@@ -77,6 +77,7 @@ class StackSpec:
     input_cost_per_token: float = 0.000001
     output_cost_per_token: float = 0.00001
     max_output_tokens: int | None = None
+    cost_map_model: str | None = None     # a real model of LiteLLM's cost map: the proxy prices it itself
     # general_settings / litellm_settings knobs: disable_budget_reservation, use_redis_transaction_buffer,
     # namespace, proxy_batch_write_at, extra
     litellm_settings: dict[str, Any] = field(default_factory=dict)
@@ -97,11 +98,13 @@ class StackSpec:
         mock = {"stream": {"chunks": s.mock.chunks, "chunk_delay_s": s.mock.chunk_delay_s,
                            "first_token_delay_s": s.mock.first_token_delay_s,
                            "completion_tokens": s.mock.default_completion_tokens},
-                "faults": dict(s.mock.faults), "models": [s.model, "gpt-4o-mini"]}
+                "faults": dict(s.mock.faults),
+                "models": [s.model, "gpt-4o-mini", *([s.pricing.cost_map_model] if s.pricing.cost_map_model else [])]}
         return cls(
             version=s.litellm, replicas=s.replicas, default_budget=s.budget.default_max_budget,
             model=s.model, input_cost_per_token=s.pricing.input_cost_per_token,
             output_cost_per_token=s.pricing.output_cost_per_token, max_output_tokens=s.pricing.max_output_tokens,
+            cost_map_model=s.pricing.cost_map_model,
             litellm_settings=s.litellm_settings.model_dump(), mock_config=mock, seed=s.seed, run_dir=run_dir)
 
 

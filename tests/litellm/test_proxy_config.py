@@ -44,3 +44,15 @@ def test_master_keys_are_fresh_and_not_well_known() -> None:
     keys = {generate_master_key() for _ in range(5)}
     assert len(keys) == 5
     assert all(k.startswith("sk-") and len(k) > 30 for k in keys)
+
+
+def test_a_cost_map_model_is_priced_by_the_proxy_itself() -> None:
+    """pricing.cost_map_model: the deployment names the real model and carries no custom prices or max output, so
+    LiteLLM looks them up in its own cost map (harness/litellm/costmap.py)."""
+    spec = StackSpec(version="1.84.0", cost_map_model="gpt-5", input_cost_per_token=1.25e-6,
+                     output_cost_per_token=1e-5, max_output_tokens=128000)
+    model = render_proxy_config(spec, mock_api_base="http://m/v1", redis_host="h", redis_port=1)["model_list"][0]
+    params = model["litellm_params"]
+    assert params["model"] == "openai/gpt-5" and model["model_name"] == "mock-gpt"
+    assert "input_cost_per_token" not in params and "output_cost_per_token" not in params
+    assert "model_info" not in model
