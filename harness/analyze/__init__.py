@@ -141,8 +141,8 @@ def print_result(result: AnalysisResult, console: Console) -> None:
 
     s = result.summary
 
-    def out(text: str) -> None:
-        console.print(text, soft_wrap=True, highlight=False)
+    def out(text: str) -> None:       # emoji=False: `spend:key:*` is not an emoji code
+        console.print(text, soft_wrap=True, highlight=False, emoji=False)
 
     def n(v: int | None) -> str:
         return "?" if v is None else f"{v:,}"
@@ -165,6 +165,12 @@ def print_result(result: AnalysisResult, console: Console) -> None:
             f"{money(s.true_high_total_usd)}")
     else:
         out(f"  drain: not run ({escape(str(s.drain_why_not))})")
+    if s.kinds_judged:
+        first = f", first at {s.first_kind_phantom_s:.1f} s" if s.first_kind_phantom_s is not None else ""
+        out(f"  the run's keys/teams ({escape(s.kinds_judged)}): phantom rejections {n(s.kind_phantoms)} (naming "
+            f"{n(s.kind_phantom_entities)}{first}); leaked after the drain {money(s.kind_leaked_usd)} on "
+            f"{n(s.kind_leaked_entities)}; largest counter / spend "
+            + (f"{s.kind_max_ratio:.1f}×" if s.kind_max_ratio is not None else "–"))
     for w in result.evidence.get("warnings", [])[:5]:
         out(f"  [yellow]warning:[/] {escape(w)}")
     out(f"  report: {result.report_path}")

@@ -182,6 +182,7 @@ def _judge_rejections_of(ctx: Context, requests: pd.DataFrame, kind: str, entiti
     judged = code.notna().to_numpy()
     rows = b[judged]
     requests.loc[rows, "detail"] = kind
+    requests.loc[rows, "wording"] = np.where(parsed.loc[rows, "unnamed"].to_numpy(dtype=bool), "unnamed", "named")
     requests.loc[rows, "code"] = code[judged].astype(np.int64).to_numpy()
     requests.loc[rows, "printed_counter"] = parsed.loc[rows, "x"].to_numpy()
     requests.loc[rows, "printed_budget"] = parsed.loc[rows, "y"].to_numpy()

@@ -128,7 +128,8 @@ class CounterKinds(Check):
                     f"reservations on spend:{kind}:* after the drain (worst {w['end_user']}: counter "
                     f"{money(w['counter'])}, DB {money(w['db'])}, true spend {money(w['true_low'])}–"
                     f"{money(w['true_high'])}"
-                    + (f"; up to {ratio:.1f}× its spend)" if ratio is not None and ratio >= 2 else ")"))
+                    + (f"; the largest counter {ratio:.1f}× its {kind}'s spend)" if ratio is not None and ratio >= 2
+                       else ")"))
             ot = k.orphans.table
             if len(ot):
                 findings.append(f"{_plural(kind, len(ot))} held orphaned reservations on spend:{kind}:* (Σ of each "
