@@ -91,18 +91,25 @@ def create_teams_and_keys(scenario: Scenario, endpoints: Endpoints, run_id: str,
     headers = {"Authorization": f"Bearer {endpoints.master_key}"}
     url = endpoints.proxy_urls[0]
 
-    def post(http: httpx.Client, path: str, body: dict[str, Any], what: str) -> None:
+    def post(http: httpx.Client, path: str, body: dict[str, Any], what: str, row: tuple[str, str, str]) -> None:
         resp = http.post(f"{url}{path}", headers=headers, json=body)
-        if resp.status_code >= 300:
-            raise StackError(f"{path} for {what} failed: HTTP {resp.status_code} {resp.text[:200]}",
-                             "see the proxy logs in the run folder")
+        if resp.status_code < 300:
+            return
+        # 1.108.7 through the Prisma engine stand-in answers /team/new with a 500 after the team was created and
+        # committed (FastAPI's response validation: `model_spend` came back as JSON text): the row decides
+        if resp.status_code >= 500 and _row_exists(endpoints, *row):
+            entities.setdefault("api_errors", []).append(
+                {"path": path, "what": what, "status": resp.status_code, "row_exists": True})
+            return
+        raise StackError(f"{path} for {what} failed: HTTP {resp.status_code} {resp.text[:200]}",
+                         "see the proxy logs in the run folder")
 
     with httpx.Client(timeout=60, transport=transport) as http:
         for team in entities["teams"]:
             body: dict[str, Any] = {"team_id": team["team_id"], "team_alias": team["team_id"]}
             if team["max_budget"] is not None:
                 body["max_budget"] = team["max_budget"]
-            post(http, "/team/new", body, team["team_id"])
+            post(http, "/team/new", body, team["team_id"], ("LiteLLM_TeamTable", "team_id", team["team_id"]))
         for key in entities["keys"]:
             value = keys_mod.virtual_key(endpoints.master_key, entities["salt"], key["index"])
             body = {"key": value, "key_alias": key["alias"]}
@@ -110,6 +117,18 @@ def create_teams_and_keys(scenario: Scenario, endpoints: Endpoints, run_id: str,
                 body["max_budget"] = key["max_budget"]
             if key["team_id"] is not None:
                 body["team_id"] = key["team_id"]
-            post(http, "/key/generate", body, key["alias"])
-            key["token"] = keys_mod.hashed_token(value)
+            token = keys_mod.hashed_token(value)
+            post(http, "/key/generate", body, key["alias"], ("LiteLLM_VerificationToken", "token", token))
+            key["token"] = token
     return entities
+
+
+def _row_exists(endpoints: Endpoints, table: str, column: str, value: str) -> bool:
+    """Whether the row the API call should have created is in the DB (a read: also on a read-only deployment)."""
+    try:
+        with psycopg.connect(endpoints.postgres_dsn, autocommit=True, connect_timeout=5,
+                             **endpoints.postgres_options) as conn, conn.cursor() as cur:
+            cur.execute(f'SELECT 1 FROM "{table}" WHERE {column} = %s', (value,))
+            return cur.fetchone() is not None
+    except psycopg.Error:
+        return False

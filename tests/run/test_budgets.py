@@ -31,15 +31,16 @@ def _scenario(**budget: Any) -> Any:
 class FakeApi:
     """Records every management call; /key/generate answers like LiteLLM (the key back), or fails on demand."""
 
-    def __init__(self, fail: str | None = None) -> None:
+    def __init__(self, fail: str | None = None, status: int = 400) -> None:
         self.calls: list[tuple[str, str, dict[str, Any]]] = []
         self.fail = fail
+        self.status = status
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
         self.calls.append((request.url.path, request.headers["Authorization"], body))
         if request.url.path == self.fail:
-            return httpx.Response(400, json={"error": {"message": "nope"}})
+            return httpx.Response(self.status, json={"error": {"message": "nope"}})
         if request.url.path == "/key/generate":
             return httpx.Response(200, json={"key": body["key"], "token": hashed_token(body["key"])})
         return httpx.Response(200, json={"team_id": body.get("team_id")})
@@ -95,3 +96,20 @@ def test_a_refused_key_is_one_line_naming_it() -> None:
     sc = _scenario(keys={"count": 1, "max_budget": 5.0})
     with pytest.raises(StackError, match=r"/key/generate for key-\w+-0 failed: HTTP 400"):
         create_teams_and_keys(sc, _endpoints(), "run-6", transport=httpx.MockTransport(FakeApi("/key/generate")))
+
+
+def test_a_500_after_the_row_was_created_is_accepted_and_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """1.108.7 through the engine stand-in: /team/new creates the team, then fails its response validation."""
+    import harness.run.budgets as budgets
+
+    seen: list[tuple[str, str, str]] = []
+    monkeypatch.setattr(budgets, "_row_exists", lambda ep, *row: seen.append(row) or True)
+    sc = _scenario(teams=[{"max_budget": 3.0}], keys={"count": 1, "max_budget": 1.0})
+    failing = httpx.MockTransport(FakeApi("/team/new", 500))
+    entities = create_teams_and_keys(sc, _endpoints(), "run-7", transport=failing)
+    assert entities is not None and entities["api_errors"] == [
+        {"path": "/team/new", "what": f"team-{entities['tag']}-0", "status": 500, "row_exists": True}]
+    assert seen == [("LiteLLM_TeamTable", "team_id", f"team-{entities['tag']}-0")]
+    monkeypatch.setattr(budgets, "_row_exists", lambda ep, *row: False)
+    with pytest.raises(StackError, match="HTTP 500"):
+        create_teams_and_keys(sc, _endpoints(), "run-8", transport=httpx.MockTransport(FakeApi("/team/new", 500)))
