@@ -88,11 +88,20 @@ def create_teams_and_keys(scenario: Scenario, endpoints: Endpoints, run_id: str,
     if scenario.budget.keys.count == 0:
         return None
     entities = run_entities(scenario, run_id)
-    headers = {"Authorization": f"Bearer {endpoints.master_key}"}
+    # a connection each: after an unhandled error (1.108.7, above) the server drops its keep-alive connection
+    headers = {"Authorization": f"Bearer {endpoints.master_key}", "Connection": "close"}
     url = endpoints.proxy_urls[0]
 
     def post(http: httpx.Client, path: str, body: dict[str, Any], what: str, row: tuple[str, str, str]) -> None:
-        resp = http.post(f"{url}{path}", headers=headers, json=body)
+        try:
+            resp = http.post(f"{url}{path}", headers=headers, json=body)
+        except httpx.TransportError as exc:
+            if _row_exists(endpoints, *row):
+                entities.setdefault("api_errors", []).append(
+                    {"path": path, "what": what, "status": type(exc).__name__, "row_exists": True})
+                return
+            raise StackError(f"{path} for {what} failed: {type(exc).__name__}: {exc}",
+                             "see the proxy logs in the run folder") from None
         if resp.status_code < 300:
             return
         # 1.108.7 through the Prisma engine stand-in answers /team/new with a 500 after the team was created and
