@@ -44,7 +44,10 @@ function readSchema() {
 // ---------------------------------------------------------------------------------------------------
 // The schema: which fields are Json, which are relations (needed to encode inputs for the JSON protocol)
 export function parseSchema(text) {
-  const clean = text.replace(/\/\/[^\n]*/g, '');
+  // comments out; braces inside string literals (e.g. `Json @default("{}")`) blanked, so a block ends at its
+  // own closing brace, not at the first `}` of a default value (which cut every field after it)
+  const clean = text.replace(/\/\/[^\n]*/g, '')
+    .replace(/"(?:[^"\\\n]|\\.)*"/g, (lit) => lit.replace(/[{}]/g, ' '));
   const models = new Map();
   const enums = new Set();
   let datasourceEnv = 'DATABASE_URL';

@@ -305,6 +305,7 @@ model User {
   metadata  Json    @default("{}")
   budget_id String?
   budget    Budget? @relation(fields: [budget_id], references: [budget_id])
+  model_spend Json  @default("{}")
 }
 `);
 const t = new Translator(schema);
@@ -343,6 +344,7 @@ out.rows = rawRows({ columns: ['a', 'n', 'arr', 'j', 'b'],
                      types: ['double', 'string', 'string-array', 'json', 'bigint'],
                      rows: [[3, null, ['x', null], '{"k": [1]}', '12']] });
 out.floats = stringify({ a: markFloat(3), b: markFloat(2.5), s: 'plain' });
+out.userFields = [...schema.models.get('User').keys()];
 console.log(JSON.stringify(out));
 """
 
@@ -382,6 +384,9 @@ def test_engine_translates_graphql_to_json_protocol(tmp_path: Path) -> None:
     assert row["j"] == {"prisma__type": "json", "prisma__value": {"k": [1]}}
     assert row["b"] == {"prisma__type": "bigint", "prisma__value": "12"}
     assert out["floats"] == '{"a":3.0,"b":2.5,"s":"plain"}'
+    # a `}` inside a default value ends neither the model nor its field list (LiteLLM_TeamTable's
+    # members_with_roles Json @default("{}") used to hide model_spend: 1.108.7 then got it back as JSON text)
+    assert out["userFields"] == ["user_id", "spend", "metadata", "budget_id", "budget", "model_spend"]
 
 
 def test_engine_launcher_answers_version_like_the_native_engine() -> None:
