@@ -43,8 +43,9 @@ import io
 import logging
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import redis
@@ -69,29 +70,15 @@ def _glob_escape(text: str) -> str:
 
 # One SCAN step (COUNT 1000) and the values and TTLs of the keys it returned, in one server-side call, as one
 # flat string "key\0value\0pttl\0key\0..." (a single bulk reply parses ~10x faster in redis-py than arrays).
-# Each call blocks Redis for ~1.4 ms per 1000 keys; SCAN keeps every step short.
+# Each call blocks Redis for ~1.4 ms per 1000 keys; SCAN keeps every step short. ARGV[4] (may be empty): a
+# prefix whose keys are skipped inside Redis (the end-user counters, when reading the other kinds). Values by
+# MGET: nil for a key that is not a string (e.g. a buffer list), which is left out.
 _SCAN_STEP_LUA = r"""
-local res = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
-local keys, out, n = res[2], {}, 0
-if #keys > 0 then
-  local values = redis.call('MGET', unpack(keys))
-  for i, k in ipairs(keys) do
-    if values[i] then
-      out[n + 1] = k; out[n + 2] = values[i]; out[n + 3] = redis.call('PTTL', k); n = n + 3
-    end
-  end
-end
-return {res[1], table.concat(out, '\0')}
-"""
-
-# One SCAN step over `<root>*` that skips the end-user counters inside Redis (ARGV[4]: their prefix); values by
-# MGET (nil for a key that is not a string, e.g. a buffer list) and TTLs, same flat reply as above.
-_SCAN_OTHER_LUA = r"""
 local res = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
 local skip, keys, out, n = ARGV[4], {}, {}, 0
 local ls = #skip
 for _, k in ipairs(res[2]) do
-  if string.sub(k, 1, ls) ~= skip then keys[#keys + 1] = k end
+  if ls == 0 or string.sub(k, 1, ls) ~= skip then keys[#keys + 1] = k end
 end
 if #keys > 0 then
   local values = redis.call('MGET', unpack(keys))
@@ -113,18 +100,60 @@ KIND_TABLES: dict[str, tuple[str, str]] = {
     "org": ("LiteLLM_OrganizationTable", "organization_id"),
 }
 
+_K = TypeVar("_K", bytes, str)    # a Redis key as SCAN returns it, or as the sampler names it
 Counters = dict[str, tuple[float, float]]
 KindCounters = dict[tuple[str, str], tuple[float, float]]   # (kind, id) -> (counter, ttl s)
 
 
-def _put(out: Counters, prefix_len: int, key: bytes, value: bytes | None, pttl: int) -> None:
-    if value is None or pttl == -2:   # expired between SCAN and GET
-        return
+def _counter(value: bytes | None, pttl: int) -> tuple[float, float] | None:
+    """(counter, ttl s) of a GET/PTTL pair; None when the key is gone (expired between SCAN and GET) or its value
+    is not a number. ttl -1: no expiry."""
+    if value is None or pttl == -2:
+        return None
     try:
         counter = float(value)
     except ValueError:
-        return
-    out[key[prefix_len:].decode(errors="replace")] = (counter, -1.0 if pttl == -1 else pttl / 1000.0)
+        return None
+    return counter, -1.0 if pttl == -1 else pttl / 1000.0
+
+
+def _put(out: Counters, prefix_len: int, key: bytes, value: bytes | None, pttl: int) -> None:
+    found = _counter(value, pttl)
+    if found is not None:
+        out[key[prefix_len:].decode(errors="replace")] = found
+
+
+ScanRows = list[tuple[bytes, bytes, int]]     # (key, value, pttl) of one scan step
+
+
+def _scan_steps(client: redis.Redis, match: str, skip: str = "") -> Iterator[tuple[bool, ScanRows]]:
+    """The server-side scan (_SCAN_STEP_LUA), one step at a time: (last step?, [(key, value, pttl)…])."""
+    script = client.register_script(_SCAN_STEP_LUA)
+    cursor: bytes | str = b"0"
+    while True:
+        cursor, blob = script(args=[cursor, match, SCAN_COUNT, skip])
+        rows: ScanRows = []
+        if blob:
+            parts = blob.split(b"\0")
+            if len(parts) % 3:
+                raise redis.ResponseError("unexpected reply shape (NUL in a key?)")
+            rows = [(k, v, int(t)) for k, v, t in zip(parts[0::3], parts[1::3], parts[2::3], strict=True)]
+        last = cursor in (b"0", "0", 0)
+        yield last, rows
+        if last:
+            return
+
+
+def _values_and_ttls(client: redis.Redis, keys: Sequence[_K]) -> Iterator[tuple[_K, bytes | None, int]]:
+    """(key, value, pttl) of each key: MGET plus pipelined PTTLs, BATCH keys per round trip."""
+    for i in range(0, len(keys), BATCH):
+        batch = keys[i:i + BATCH]
+        pipe = client.pipeline(transaction=False)
+        pipe.mget(batch)
+        for key in batch:
+            pipe.pttl(key)
+        results = pipe.execute()
+        yield from zip(batch, results[0], results[1:], strict=True)
 
 
 def read_counters(client: redis.Redis, namespace: str | None = None, server_side: bool = True,
@@ -145,35 +174,20 @@ def read_counters(client: redis.Redis, namespace: str | None = None, server_side
 
 
 def _read_server_side(client: redis.Redis, prefix: str, match: str) -> Counters:
-    script = client.register_script(_SCAN_STEP_LUA)
     out: Counters = {}
     plen = len(prefix.encode())
-    cursor: bytes | str = b"0"
-    while True:
-        cursor, blob = script(args=[cursor, match, SCAN_COUNT])
-        if blob:
-            parts = blob.split(b"\0")
-            if len(parts) % 3:
-                raise redis.ResponseError("unexpected reply shape (NUL in a key?)")
-            for key, value, pttl in zip(parts[0::3], parts[1::3], parts[2::3], strict=True):
-                _put(out, plen, key, value, int(pttl))
-        if cursor in (b"0", "0", 0):
-            return out
+    for _, rows in _scan_steps(client, match):
+        for key, value, pttl in rows:
+            _put(out, plen, key, value, pttl)
+    return out
 
 
 def _read_client_side(client: redis.Redis, prefix: str, match: str) -> Counters:
     keys: list[bytes] = list(dict.fromkeys(client.scan_iter(match=match, count=SCAN_COUNT)))
     out: Counters = {}
     plen = len(prefix.encode())
-    for i in range(0, len(keys), BATCH):
-        batch = keys[i:i + BATCH]
-        pipe = client.pipeline(transaction=False)
-        pipe.mget(batch)
-        for key in batch:
-            pipe.pttl(key)
-        results = pipe.execute()
-        for key, value, pttl in zip(batch, results[0], results[1:], strict=True):
-            _put(out, plen, key, value, pttl)
+    for key, value, pttl in _values_and_ttls(client, keys):
+        _put(out, plen, key, value, pttl)
     return out
 
 
@@ -224,17 +238,9 @@ def read_kind_counters(client: redis.Redis, namespace: str | None = None,
     root = spend_root(namespace)
     out: KindCounters = {}
     if entities is not None:
-        names = [(kind, ident) for kind, ids in entities.items() for ident in ids]
-        for i in range(0, len(names), BATCH):
-            batch = names[i:i + BATCH]
-            keys = [f"{root}{kind}:{ident}" for kind, ident in batch]
-            pipe = client.pipeline(transaction=False)
-            pipe.mget(keys)
-            for key in keys:
-                pipe.pttl(key)
-            results = pipe.execute()
-            for pair, value, pttl in zip(batch, results[0], results[1:], strict=True):
-                _put_kind(out, pair, value, pttl)
+        names = {f"{root}{kind}:{ident}": (kind, ident) for kind, ids in entities.items() for ident in ids}
+        for key, value, pttl in _values_and_ttls(client, list(names)):
+            _put_kind(out, names[key], value, pttl)
         return out, False
     end_user = counter_prefix(namespace)
     match = _glob_escape(root) + "*"
@@ -243,22 +249,13 @@ def read_kind_counters(client: redis.Redis, namespace: str | None = None,
     try:
         if not server_side:
             raise redis.ResponseError("server-side scripts not used (a shared deployment: SCAN/GET/PTTL only)")
-        script = client.register_script(_SCAN_OTHER_LUA)
-        cursor: bytes | str = b"0"
-        while True:
-            cursor, blob = script(args=[cursor, match, SCAN_COUNT, end_user])
-            if blob:
-                parts = blob.split(b"\0")
-                if len(parts) % 3:
-                    raise redis.ResponseError("unexpected reply shape (NUL in a key?)")
-                for raw, value, pttl in zip(parts[0::3], parts[1::3], parts[2::3], strict=True):
-                    found = split_counter(raw[plen:].decode(errors="replace"))
-                    if found is not None:
-                        _put_kind(out, found, value, int(pttl))
+        for last, rows in _scan_steps(client, match, skip=end_user):
+            for raw, value, pttl in rows:
+                found = split_counter(raw[plen:].decode(errors="replace"))
+                if found is not None:
+                    _put_kind(out, found, value, pttl)
             if len(out) >= limit:
-                truncated = cursor not in (b"0", "0", 0) or len(out) > limit
-                break
-            if cursor in (b"0", "0", 0):
+                truncated = not last or len(out) > limit
                 break
     except redis.ResponseError as exc:
         log.info("server-side scan refused (%s): client-side scan", exc)
@@ -268,30 +265,19 @@ def read_kind_counters(client: redis.Redis, namespace: str | None = None,
                       if not k.startswith(eu)]
         truncated = len(found_keys) > limit
         found_keys = found_keys[:limit]
-        for i in range(0, len(found_keys), BATCH):
-            raw_batch = found_keys[i:i + BATCH]
-            pipe = client.pipeline(transaction=False)
-            pipe.mget(raw_batch)
-            for raw in raw_batch:
-                pipe.pttl(raw)
-            results = pipe.execute()
-            for raw, value, pttl in zip(raw_batch, results[0], results[1:], strict=True):
-                found = split_counter(raw[plen:].decode(errors="replace"))
-                if found is not None:
-                    _put_kind(out, found, value, pttl)
+        for raw, value, pttl in _values_and_ttls(client, found_keys):
+            found = split_counter(raw[plen:].decode(errors="replace"))
+            if found is not None:
+                _put_kind(out, found, value, pttl)
     if len(out) > limit:
         out = dict(sorted(out.items())[:limit])
     return out, truncated
 
 
 def _put_kind(out: KindCounters, name: tuple[str, str], value: bytes | None, pttl: int) -> None:
-    if value is None or pttl == -2:
-        return
-    try:
-        counter = float(value)
-    except ValueError:
-        return
-    out[name] = (counter, -1.0 if pttl == -1 else pttl / 1000.0)
+    found = _counter(value, pttl)
+    if found is not None:
+        out[name] = found
 
 
 def read_kind_db_spend(conn: psycopg.Connection[Any], ids: dict[str, list[str]]) -> dict[tuple[str, str], float | None]:

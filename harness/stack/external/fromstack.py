@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from harness.errors import HarnessError
 from harness.stack.base import Stack, target_key_file, target_pg_password_file
-from harness.stack.external.target import Target, parse_target
+from harness.stack.external.target import Target, is_loopback, parse_target
 from harness.util.fsutil import write_secret
 
 
@@ -41,8 +41,6 @@ def target_for(stack: Stack) -> Target:
         pg_file = target_pg_password_file(stack.name)
         write_secret(pg_file, pg_password)
         postgres["password_file"] = str(pg_file)
-    from harness.stack.external.target import is_loopback
-
     data: dict[str, object] = {
         "name": stack.name,
         # proxies bound to a test host's address (`harness up --proxy-host`): the user chose that address

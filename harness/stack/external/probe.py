@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from harness.errors import HarnessError
 from harness.stack.external.target import KILL_INDEX, Target
 
 TIMEOUT_S = 5.0
@@ -111,8 +112,6 @@ def probe(target: Target, *, http: httpx.Client | None = None) -> Probe:
 
 
 def _probe_proxy(target: Target, http: httpx.Client, out: Probe) -> None:
-    from harness.errors import HarnessError
-
     try:
         key = target.master_key()
     except HarnessError as exc:
@@ -140,8 +139,6 @@ def _probe_proxy(target: Target, http: httpx.Client, out: Probe) -> None:
 def _probe_redis(target: Target, out: Probe) -> None:
     import redis
 
-    from harness.errors import HarnessError
-
     try:
         client = redis.Redis.from_url(target.redis.url, **redis_options(target), socket_timeout=TIMEOUT_S,
                                       socket_connect_timeout=TIMEOUT_S)
@@ -159,8 +156,6 @@ def _probe_redis(target: Target, out: Probe) -> None:
 
 def _probe_postgres(target: Target, out: Probe) -> None:
     import psycopg
-
-    from harness.errors import HarnessError
 
     try:
         with psycopg.connect(target.postgres.dsn, autocommit=True, connect_timeout=int(TIMEOUT_S),
