@@ -3,8 +3,10 @@
 Three records of one request share the harness's request id (harness/load/client.py sends it as
 `x-harness-request-id`): the client's row in requests.csv, the mock's ledger rows (ledger.csv) and LiteLLM's
 own spend-log row (spend-logs.csv, dumped after the drain by harness/run/spendlogs.py), whose `request_id` is
-the response id — the mock answers `chatcmpl-<request id>` — or, for a request that never got a response (a
-failure row, e.g. a budget rejection), LiteLLM's own call id, which names no request of the run.
+the response id — the mock answers `chatcmpl-<request id>` (`msg_<request id>` on /v1/messages) — or, for a
+request that never got a response (a failure row, e.g. a budget rejection), LiteLLM's own call id, which names
+no request of the run. LiteLLM 1.94.0's rows of its /v1/messages route name no request either (`chatcmpl-<its own
+uuid>`, or its call id for a stream: harness/mockllm/README.md), so such a run has no per-request billing.
 
 Per request id (derivation and the LiteLLM facts: harness/analyze/README.md, *Per-request reconciliation*):
 
@@ -39,7 +41,9 @@ from harness.analyze.jsonable import num
 from harness.analyze.load import read_csv_tolerant
 from harness.run.runfolder import SPEND_LOGS_FILE
 
-RESPONSE_ID_PREFIX = "chatcmpl-"     # the mock's response id: chatcmpl-<request id> (harness/mockllm/server.py)
+# the mock's response id: chatcmpl-<request id> (chat completions) or msg_<request id> (Anthropic Messages)
+# (harness/mockllm/server.py, Wire.id_prefix)
+RESPONSE_ID_PREFIXES = ("chatcmpl-", "msg_")
 EXAMPLES = 5
 
 
@@ -154,9 +158,11 @@ def _join(ctx: Context, logs: pd.DataFrame, t_dump: float | None) -> Reconciliat
     calls = calls.loc[calls["request_id"] != ""]
     known = set(req_ids) | set(calls["request_id"])
 
-    # which request id each spend-log row names: the response id chatcmpl-<id>, the id itself, the call id
+    # which request id each spend-log row names: the response id chatcmpl-<id> / msg_<id>, the id itself, the call id
     rid = logs["request_id"].astype(str).str.strip()
-    stripped = rid.str.removeprefix(RESPONSE_ID_PREFIX)
+    stripped = rid
+    for prefix in RESPONSE_ID_PREFIXES:
+        stripped = stripped.str.removeprefix(prefix)
     call_id = logs["litellm_call_id"].astype(str).str.strip()
     named = np.where(stripped.isin(known), stripped, np.where(rid.isin(known), rid,
                                                               np.where(call_id.isin(known), call_id, "")))

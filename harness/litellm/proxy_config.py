@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from harness.stack.base import StackSpec
+from harness.stack.base import ANTHROPIC_UPSTREAM_MODEL, StackSpec
 
 DEFAULT_BUDGET_ID = "harness-default-end-user-budget"
 MOCK_API_KEY = "mock-upstream-key"  # the mock LLM accepts any key; not a secret
@@ -24,13 +24,23 @@ def generate_master_key() -> str:
 
 def render_proxy_config(spec: StackSpec, *, mock_api_base: str, redis_host: str, redis_port: int,
                         budget_id: str | None = DEFAULT_BUDGET_ID) -> dict[str, Any]:
-    """The proxy config as a dict (write it with `dump_config`)."""
+    """The proxy config as a dict (write it with `dump_config`). `mock_api_base`: the mock's OpenAI base URL
+    (`<mock>/v1`)."""
     settings = dict(spec.litellm_settings)
-    litellm_params: dict[str, Any] = {
+    if spec.upstream_api == "anthropic":
+        # an Anthropic model served by the mock: LiteLLM's anthropic provider calls `<api_base>/v1/messages`
+        # (/v1/messages: AnthropicMessagesConfig.get_complete_url; /chat/completions: main.py's anthropic branch;
+        # both append /v1/messages unless api_base ends with it: 1.94.0), so api_base is the mock's root
+        model = f"anthropic/{spec.cost_map_model or ANTHROPIC_UPSTREAM_MODEL}"
+        api_base = mock_api_base.removesuffix("/").removesuffix("/v1")
+    else:
         # LiteLLM forwards the body `user` field only to a model it knows as an OpenAI chat model, so the
         # deployment names a real one (its own prices below replace the cost map's) served by the mock.
-        "model": f"openai/{spec.cost_map_model or spec.upstream_model}",
-        "api_base": mock_api_base,
+        model = f"openai/{spec.cost_map_model or spec.upstream_model}"
+        api_base = mock_api_base
+    litellm_params: dict[str, Any] = {
+        "model": model,
+        "api_base": api_base,
         "api_key": MOCK_API_KEY,
         "timeout": 120,
         "stream_timeout": 120,

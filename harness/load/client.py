@@ -1,5 +1,10 @@
 """One Locust user's HTTP client: plans requests from the mix and sends them (geventhttpclient, gevent).
 
+Two APIs (`LoadConfig.endpoint`): `chat` (OpenAI chat completions, `data:` frames ending with `[DONE]`) and
+`messages` (Anthropic Messages at the proxy's /v1/messages, like Claude Code: the key in `x-api-key`, the end user in
+`metadata.user_id` and the header, named SSE events ending with `message_stop`). Rows, walk-aways, timeouts and
+retries are the same for both.
+
 geventhttpclient (what Locust's FastHttpUser uses) is driven directly, one keep-alive connection per user
 and replica, so that a stream can be read frame by frame and abandoned by closing the socket: the proxy sees
 the client go away (FIN, or RST when unread data is still queued), exactly like a user closing a tab.
@@ -24,6 +29,7 @@ from harness.load.config import LoadConfig
 IDLE_RECONNECT_S = 2.0       # drop a keep-alive connection idle longer than this (servers close them at ~5 s)
 MAX_ERROR_BODY = 64 * 1024
 MAX_ERROR_TEXT = 2000
+ANTHROPIC_VERSION = "2023-06-01"
 _FILLER = ("lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut labore "
            "et dolore magna aliqua ut enim ad minim veniam quis nostrud exercitation ullamco laboris nisi ") * 40
 
@@ -148,10 +154,17 @@ class ChatClient:
     def __init__(self, cfg: LoadConfig, master_key: str) -> None:
         self.cfg = cfg
         self._clients: dict[int, tuple[HTTPClient, float]] = {}
-        self._headers = {"Authorization": f"Bearer {master_key}", "Content-Type": "application/json",
+        self.messages = cfg.endpoint == "messages"
+        # chat: `Authorization: Bearer <key>`; messages: `x-api-key: <key>` (Anthropic's SDK and Claude Code with an
+        # API key; LiteLLM reads either)
+        self._auth_header = "x-api-key" if self.messages else "Authorization"
+        prefix = "" if self.messages else "Bearer "
+        self._headers = {self._auth_header: f"{prefix}{master_key}", "Content-Type": "application/json",
                          "Accept": "application/json, text/event-stream"}
+        if self.messages:
+            self._headers["anthropic-version"] = ANTHROPIC_VERSION
         # the run's virtual keys (cfg.keys > 0), derived from the master key: never written anywhere
-        self._key_auth = [f"Bearer {keys_mod.virtual_key(master_key, cfg.key_salt, i)}" for i in range(cfg.keys)]
+        self._key_auth = [f"{prefix}{keys_mod.virtual_key(master_key, cfg.key_salt, i)}" for i in range(cfg.keys)]
         self.path = cfg.path
 
     def _client(self, replica: int) -> HTTPClient:
@@ -180,9 +193,13 @@ class ChatClient:
 
     def body(self, plan: RequestPlan) -> bytes:
         body: dict[str, Any] = {"model": self.cfg.model, "messages": [{"role": "user", "content": plan.prompt}],
-                                "user": plan.end_user, "stream": plan.stream}
-        if plan.stream:
-            body["stream_options"] = {"include_usage": True}
+                                "stream": plan.stream}
+        if self.messages:
+            body["metadata"] = {"user_id": plan.end_user}
+        else:
+            body["user"] = plan.end_user
+            if plan.stream:
+                body["stream_options"] = {"include_usage": True}
         if plan.max_tokens is not None:
             body["max_tokens"] = plan.max_tokens
         return orjson.dumps(body)
@@ -191,7 +208,7 @@ class ChatClient:
         """Send one attempt. Returns (requests.csv row, a GreenletExit to re-raise after recording, or None)."""
         headers = {**self._headers, "x-litellm-end-user-id": plan.end_user, "x-harness-request-id": plan.request_id}
         if plan.key is not None:
-            headers["Authorization"] = self._key_auth[plan.key]
+            headers[self._auth_header] = self._key_auth[plan.key]
         body = self.body(plan)
         status, chunks, disconnected, etype, etext, nbytes = 0, 0, False, "", "", 0
         killed: BaseException | None = None
@@ -253,6 +270,9 @@ class ChatClient:
 
     def _read_stream(self, resp: HTTPSocketPoolResponse, plan: RequestPlan,
                      walk: gevent.Timeout | None) -> tuple[int, bool, str, str, int]:
+        """Reads `data:` lines: a content chunk is a chat frame with a non-empty `delta.content` or a Messages
+        `content_block_delta` with text; the end is `[DONE]` (chat) or `message_stop` (Messages); an error is a
+        frame with `error` (chat, LiteLLM) or of type `error` (Messages)."""
         chunks, nbytes, etype, etext, done = 0, 0, "", "", False
         if plan.disconnect_after == 0:      # walk away as soon as the response headers are in
             return 0, True, "", "", 0
@@ -277,13 +297,27 @@ class ChatClient:
             if "error" in frame:
                 etype, etext = "stream_error", error_message(payload)
                 continue
-            choices = frame.get("choices")
-            if choices and isinstance(choices[0], dict) and (choices[0].get("delta") or {}).get("content"):
+            if _is_content(frame):
                 chunks += 1
                 if walk is not None and chunks == 1:
                     walk.close()
                 if plan.disconnect_after is not None and chunks >= plan.disconnect_after:
                     return chunks, True, etype, etext, nbytes
+            elif frame.get("type") == "message_stop":
+                done = True
         if not done and not etype:
-            etype, etext = "truncated", f"stream ended without [DONE] after {chunks} chunk(s)"
+            end = "message_stop" if self.messages else "[DONE]"
+            etype, etext = "truncated", f"stream ended without {end} after {chunks} chunk(s)"
         return chunks, False, etype, etext, nbytes
+
+
+def _is_content(frame: dict[str, Any]) -> bool:
+    """A frame with content: chat `choices[0].delta.content`, or a Messages `content_block_delta` with text."""
+    choices = frame.get("choices")
+    if choices:
+        return isinstance(choices[0], dict) and bool((choices[0].get("delta") or {}).get("content"))
+    if frame.get("type") == "content_block_delta":
+        delta = frame.get("delta")
+        return isinstance(delta, dict) and bool(delta.get("text") or delta.get("partial_json")
+                                                 or delta.get("thinking"))
+    return False

@@ -29,6 +29,8 @@ ENV_VAR = "HARNESS_LOAD_CONFIG"
 CONFIG_OPTION = "--harness-config"      # the locustfile's Locust option (dest: harness_config)
 CONFIG_DEST = "harness_config"
 CONFIG_FILE = "load-config.json"
+# the proxy path of each API (`endpoint`): OpenAI chat completions, Anthropic Messages
+PATHS = {"chat": "/chat/completions", "messages": "/v1/messages"}
 # rows_via_master: how long, beyond --stop-timeout, a master waits at the end for its workers' last rows
 DRAIN_MARGIN_S = 30.0
 
@@ -45,7 +47,8 @@ class LoadConfig:
     hot_fraction: float = 0.05
     hot_share: float = 0.8
     replica_pick: str = "round_robin"       # round_robin | random (per request, like a load balancer)
-    path: str = "/chat/completions"
+    endpoint: str = "chat"                  # chat (OpenAI chat completions) | messages (Anthropic Messages)
+    path: str = PATHS["chat"]               # the proxy path requests go to: PATHS[endpoint]
     stream_share: float = 0.8
     disconnect_share: float = 0.2           # of streaming requests
     disconnect_after_chunks: tuple[int, int] = (1, 1)
@@ -87,6 +90,7 @@ class LoadConfig:
         return cls(
             run_dir=str(run_dir), proxy_urls=list(endpoints.proxy_urls),
             master_key_file=str(master_key_file) if master_key_file else None, model=s.model,
+            endpoint=mix.endpoint, path=PATHS[mix.endpoint],
             end_users=s.end_users.ids(), pick=s.end_users.pick, hot_fraction=s.end_users.hot_fraction,
             hot_share=s.end_users.hot_share, stream_share=mix.stream_share, disconnect_share=mix.disconnect_share,
             disconnect_after_chunks=mix.disconnect_after_chunks,

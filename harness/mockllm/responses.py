@@ -67,3 +67,49 @@ def error_body(message: str, etype: str, code: str | int | None) -> bytes:
 def models_body(models: list[str], created: int) -> bytes:
     return orjson.dumps({"object": "list", "data": [
         {"id": m, "object": "model", "created": created, "owned_by": "mockllm"} for m in models]})
+
+
+_ERROR_TYPES = {400: ("invalid_request_error", None), 429: ("rate_limit_exceeded", "rate_limit_exceeded")}
+
+
+class OpenAIWire:
+    """The chat completions route's wire format (`server.Wire`): the functions above."""
+
+    name = "openai"
+    id_prefix = "chatcmpl-"
+
+    def end_user(self, body: dict[str, Any]) -> str:
+        user = body.get("user")
+        return user if isinstance(user, str) else ""
+
+    def error(self, status: int, message: str) -> bytes:
+        etype, code = _ERROR_TYPES.get(status, ("server_error", None))
+        return error_body(message, etype, code)
+
+    def body(self, cid: str, created: int, model: str, prompt: int, completion: int, capped: bool) -> bytes:
+        return completion_body(cid, created, model, prompt, completion)
+
+    def with_usage(self, mode: str, body: dict[str, Any]) -> bool:
+        """A usage frame at the end of a stream: `always`, or `auto` when the request asks for it (like OpenAI)."""
+        options = body.get("stream_options")
+        return mode == "always" or (mode == "auto" and isinstance(options, dict)
+                                    and options.get("include_usage") is True)
+
+    def stream_head(self, cid: str, created: int, model: str, prompt: int, completion: int) -> bytes:
+        return b""
+
+    def content(self, cid: str, created: int, model: str, tokens: int, first: bool) -> bytes:
+        return content_frame(cid, created, model, tokens, first)
+
+    def stream_tail(self, cid: str, created: int, model: str, prompt: int, completion: int, capped: bool,
+                    with_usage: bool) -> bytes:
+        tail = finish_frame(cid, created, model)
+        if with_usage:
+            tail += usage_frame(cid, created, model, prompt, completion)
+        return tail + DONE_FRAME
+
+    def malformed_json(self, cid: str) -> bytes:
+        return malformed_json_frame(cid)
+
+    def malformed_sse(self) -> bytes:
+        return malformed_sse_frame()

@@ -1,4 +1,8 @@
-"""The aiohttp application: OpenAI-compatible chat completions with injected faults, plus control routes."""
+"""The aiohttp application: OpenAI chat completions and Anthropic Messages with injected faults, plus control routes.
+
+Both routes share one handler: the same token arithmetic, fault decisions, stream shape and ledger rows; only the
+wire format differs (`Wire`: responses.OpenAIWire, anthropic.AnthropicWire).
+"""
 
 from __future__ import annotations
 
@@ -6,22 +10,46 @@ import asyncio
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
 
 from harness.mockllm import responses as wire
+from harness.mockllm.anthropic import AnthropicWire
 from harness.mockllm.config import ConfigError, apply_patch
 from harness.mockllm.injection import FaultPlan, decide, from_header
 from harness.mockllm.ledger import EventLog, Ledger, export_rows
-from harness.mockllm.tokens import completion_tokens, prompt_tokens, spread
+from harness.mockllm.responses import OpenAIWire
+from harness.mockllm.tokens import completion_tokens, prompt_tokens, requested_tokens, spread
 from harness.util.netutil import abort_with_rst
 
 REQUEST_ID_HEADER = "x-harness-request-id"
 FAULT_HEADER = "x-mock-fault"
 END_USER_HEADERS = ("x-litellm-end-user-id", "x-litellm-customer-id")
 JSON = "application/json"
+
+
+class Wire(Protocol):
+    """One API's wire format: what differs between the chat completions and the Messages route."""
+
+    name: str
+    id_prefix: str     # the response id is <id_prefix><request id> (the analyzer joins LiteLLM's spend logs by it)
+
+    def end_user(self, body: dict[str, Any]) -> str: ...
+    def error(self, status: int, message: str) -> bytes: ...
+    def body(self, cid: str, created: int, model: str, prompt: int, completion: int, capped: bool) -> bytes: ...
+    def with_usage(self, mode: str, body: dict[str, Any]) -> bool: ...
+    def stream_head(self, cid: str, created: int, model: str, prompt: int, completion: int) -> bytes: ...
+    def content(self, cid: str, created: int, model: str, tokens: int, first: bool) -> bytes: ...
+    def stream_tail(self, cid: str, created: int, model: str, prompt: int, completion: int, capped: bool,
+                    with_usage: bool) -> bytes: ...
+    def malformed_json(self, cid: str) -> bytes: ...
+    def malformed_sse(self) -> bytes: ...
+
+
+OPENAI: Wire = OpenAIWire()
+ANTHROPIC: Wire = AnthropicWire()
 
 
 @dataclass(slots=True)
@@ -35,6 +63,7 @@ class Call:
     stream: bool
     prompt: int
     promised: int
+    capped: bool = False    # the request set max_tokens (the answer is that long)
     delivered: int = 0
     chunks: int = 0
     outcome: str = ""
@@ -57,6 +86,8 @@ class MockServer:
         app = web.Application(client_max_size=64 << 20)
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/chat/completions", self.chat)
+        app.router.add_post("/v1/messages", self.messages)
+        app.router.add_post("/messages", self.messages)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/models", self.models)
         app.router.add_get("/health", self.health)
@@ -122,8 +153,15 @@ class MockServer:
         await resp.write_eof()
         return resp
 
-    # -- chat completions ---------------------------------------------------------------------------
+    # -- chat completions and messages ---------------------------------------------------------------
     async def chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, OPENAI)
+
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        """Anthropic Messages. Any `x-api-key` or `Authorization` is accepted, as on the chat route."""
+        return await self._serve(request, ANTHROPIC)
+
+    async def _serve(self, request: web.Request, api: Wire) -> web.StreamResponse:
         t_start = time.time()
         self.seq += 1
         seq = self.seq
@@ -137,8 +175,7 @@ class MockServer:
             self.ledger.record(t_start, time.time(), headers.get(REQUEST_ID_HEADER) or f"mock-{seq}", "", "",
                                False, 0, 0, 0, 0, "bad_request")
             return web.Response(status=400, content_type=JSON,
-                                body=wire.error_body("request body is not a JSON object", "invalid_request_error",
-                                                     None))
+                                body=api.error(400, "request body is not a JSON object"))
         config = self.config
         rid = headers.get(REQUEST_ID_HEADER)
         if rid:
@@ -152,19 +189,17 @@ class MockServer:
         try:
             plan = from_header(forced, config) if forced else decide(config, self.seed, key)
         except ConfigError as exc:
-            return web.Response(status=400, content_type=JSON,
-                                body=wire.error_body(str(exc), "invalid_request_error", None))
-        user = body.get("user")
-        if not isinstance(user, str) or not user:
-            user = headers.get(END_USER_HEADERS[0]) or headers.get(END_USER_HEADERS[1]) or ""
+            return web.Response(status=400, content_type=JSON, body=api.error(400, str(exc)))
+        user = api.end_user(body) or headers.get(END_USER_HEADERS[0]) or headers.get(END_USER_HEADERS[1]) or ""
         model = body.get("model")
         call = Call(t_start=t_start, request_id=rid, model=model if isinstance(model, str) else "",
                     end_user=user, stream=body.get("stream") is True, prompt=prompt_tokens(body),
-                    promised=completion_tokens(body, int(config["stream"]["completion_tokens"])))
+                    promised=completion_tokens(body, int(config["stream"]["completion_tokens"])),
+                    capped=requested_tokens(body) is not None)
         try:
             if call.stream:
-                return await self._stream(request, body, plan, call, config)
-            return await self._complete(request, plan, call)
+                return await self._stream(request, api, body, plan, call, config)
+            return await self._complete(request, api, plan, call)
         except asyncio.CancelledError:
             if not call.outcome.startswith("fault:"):
                 call.outcome = "fault:shutdown" if self.stopping else "client_gone"
@@ -177,7 +212,8 @@ class MockServer:
             self.ledger.record(call.t_start, time.time(), call.request_id, call.model, call.end_user, call.stream,
                                call.prompt, call.promised, call.delivered, call.chunks, call.outcome or "ok")
 
-    async def _before_response(self, request: web.Request, plan: FaultPlan, call: Call) -> web.StreamResponse | None:
+    async def _before_response(self, request: web.Request, api: Wire, plan: FaultPlan,
+                               call: Call) -> web.StreamResponse | None:
         """Latency, then the faults that replace the response. None: go on and answer."""
         if plan.latency_s > 0:
             await asyncio.sleep(plan.latency_s)
@@ -188,14 +224,12 @@ class MockServer:
             call.outcome = "fault:rate_limit"
             return web.Response(status=429, content_type=JSON,
                                 headers={"Retry-After": _retry_after(plan.retry_after_s)},
-                                body=wire.error_body("Rate limit reached (mock)", "rate_limit_exceeded",
-                                                     "rate_limit_exceeded"))
+                                body=api.error(429, "Rate limit reached (mock)"))
         if kind in ("error_500", "error_503"):
             call.outcome = f"fault:{kind}"
             status = 500 if kind == "error_500" else 503
             return web.Response(status=status, content_type=JSON,
-                                body=wire.error_body(f"Injected upstream error {status} (mock)", "server_error",
-                                                     None))
+                                body=api.error(status, f"Injected upstream error {status} (mock)"))
         if kind == "hang":
             call.outcome = "fault:hang"
             await self._stop.wait()
@@ -207,12 +241,12 @@ class MockServer:
             return web.Response(status=503)
         return None
 
-    async def _complete(self, request: web.Request, plan: FaultPlan, call: Call) -> web.StreamResponse:
-        early = await self._before_response(request, plan, call)
+    async def _complete(self, request: web.Request, api: Wire, plan: FaultPlan, call: Call) -> web.StreamResponse:
+        early = await self._before_response(request, api, plan, call)
         if early is not None:
             return early
-        body = wire.completion_body(f"chatcmpl-{call.request_id}", int(call.t_start), call.model, call.prompt,
-                                    call.promised)
+        body = api.body(f"{api.id_prefix}{call.request_id}", int(call.t_start), call.model, call.prompt,
+                        call.promised, call.capped)
         if plan.kind in ("malformed_json", "malformed_sse"):
             call.outcome = f"fault:{plan.kind}"
             return web.Response(body=body[: len(body) // 2], content_type=JSON)
@@ -227,25 +261,25 @@ class MockServer:
         call.delivered = call.promised
         return web.Response(body=body, content_type=JSON)
 
-    async def _stream(self, request: web.Request, body: dict[str, Any], plan: FaultPlan, call: Call,
+    async def _stream(self, request: web.Request, api: Wire, body: dict[str, Any], plan: FaultPlan, call: Call,
                       config: dict[str, Any]) -> web.StreamResponse:
-        early = await self._before_response(request, plan, call)
+        early = await self._before_response(request, api, plan, call)
         if early is not None:
             return early
         shape = config["stream"]
-        usage_mode = shape["usage"]
-        options = body.get("stream_options")
-        with_usage = usage_mode == "always" or (
-            usage_mode == "auto" and isinstance(options, dict) and options.get("include_usage") is True)
+        with_usage = api.with_usage(shape["usage"], body)
         parts = spread(call.promised, int(shape["chunks"]))
         delay = float(shape["chunk_delay_s"])
-        cid = f"chatcmpl-{call.request_id}"
+        cid = f"{api.id_prefix}{call.request_id}"
         created = int(call.t_start)
         kind = plan.kind
         at = plan.after_chunks if kind in ("stream_cut", "malformed_json", "malformed_sse") else -1
 
         resp = web.StreamResponse(headers=wire.SSE_HEADERS)
         await resp.prepare(request)
+        head = api.stream_head(cid, created, call.model, call.prompt, call.promised)
+        if head:
+            await resp.write(head)
         if plan.first_token_delay_s > 0:
             await asyncio.sleep(plan.first_token_delay_s)
         for i in range(len(parts) + 1):
@@ -255,19 +289,16 @@ class MockServer:
                     _close(request)
                     return resp
                 call.outcome = f"fault:{kind}"
-                await resp.write(wire.malformed_json_frame(cid) if kind == "malformed_json"
-                                 else wire.malformed_sse_frame())
+                await resp.write(api.malformed_json(cid) if kind == "malformed_json" else api.malformed_sse())
             if i == len(parts):
                 break
             if i and delay > 0:
                 await asyncio.sleep(delay)
-            await resp.write(wire.content_frame(cid, created, call.model, parts[i], i == 0))
+            await resp.write(api.content(cid, created, call.model, parts[i], i == 0))
             call.chunks += 1
             call.delivered += parts[i]
-        tail = wire.finish_frame(cid, created, call.model)
-        if with_usage:
-            tail += wire.usage_frame(cid, created, call.model, call.prompt, call.promised)
-        await resp.write(tail + wire.DONE_FRAME)
+        await resp.write(api.stream_tail(cid, created, call.model, call.prompt, call.promised, call.capped,
+                                         with_usage))
         await resp.write_eof()
         return resp
 

@@ -1,4 +1,5 @@
-"""Deterministic token counts from a chat request: no tokenizer, just arithmetic on the request."""
+"""Deterministic token counts from a request (OpenAI chat completions or Anthropic Messages): no tokenizer, just
+arithmetic on the request."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ def _text_len(content: Any) -> int:
 
 
 def prompt_tokens(body: dict[str, Any]) -> int:
-    """ceil(characters of all message contents / 4), at least 1 (also counts a legacy `prompt`)."""
+    """ceil(characters of all message contents / 4), at least 1 (also counts a legacy `prompt` and Anthropic's
+    top-level `system`, a string or text blocks)."""
     chars = 0
     messages = body.get("messages")
     if isinstance(messages, list):
@@ -33,16 +35,23 @@ def prompt_tokens(body: dict[str, Any]) -> int:
             if isinstance(message, dict):
                 chars += _text_len(message.get("content"))
     chars += _text_len(body.get("prompt"))
+    chars += _text_len(body.get("system"))
     return max(1, -(-chars // CHARS_PER_TOKEN))
 
 
-def completion_tokens(body: dict[str, Any], default: int) -> int:
-    """`max_completion_tokens`, else `max_tokens`, else the configured default (at least 1)."""
+def requested_tokens(body: dict[str, Any]) -> int | None:
+    """`max_completion_tokens`, else `max_tokens` (a positive integer), else None: the request sets no limit."""
     for key in ("max_completion_tokens", "max_tokens"):
         value = body.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
-    return max(1, default)
+    return None
+
+
+def completion_tokens(body: dict[str, Any], default: int) -> int:
+    """`max_completion_tokens`, else `max_tokens`, else the configured default (at least 1)."""
+    requested = requested_tokens(body)
+    return requested if requested is not None else max(1, default)
 
 
 def spread(total: int, chunks: int) -> list[int]:

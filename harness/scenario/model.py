@@ -167,6 +167,12 @@ class FirstRequests(Strict):
 
 
 class Mix(Strict):
+    endpoint: Literal["chat", "messages"] = Field(
+        default="chat", description="the API the clients call on the proxy: `chat` (OpenAI chat completions at "
+                                    "/chat/completions, key in `Authorization: Bearer`, end user in body `user`) or "
+                                    "`messages` (Anthropic Messages at /v1/messages, as Claude Code sends them: key in "
+                                    "`x-api-key`, end user in `metadata.user_id`; every request needs a max_tokens). "
+                                    "Both also send the end user as header `x-litellm-end-user-id`")
     stream_share: float = Field(default=0.8, ge=0, le=1, description="share of requests that stream")
     disconnect_share: float = Field(default=0.2, ge=0, le=1, description="share of streaming requests whose client "
                                                                          "walks away")
@@ -191,6 +197,16 @@ class Mix(Strict):
         if value[0] < 0 or value[1] < value[0]:
             raise ValueError("must be [min, max] with 0 <= min <= max")
         return value
+
+    @model_validator(mode="after")
+    def _messages_send_max_tokens(self) -> Mix:
+        # Anthropic's Messages API requires max_tokens (LiteLLM's anthropic_messages() takes it as a required
+        # argument), so a request without one is not a Messages request
+        if self.endpoint == "messages" and (None in self.max_tokens.choices or (
+                self.first_requests.count and self.first_requests.max_tokens is None)):
+            raise ValueError("endpoint messages: every request needs a max_tokens (Anthropic's Messages API requires "
+                             "it); no null in max_tokens.choices or first_requests.max_tokens")
+        return self
 
 
 class MockSettings(Strict):
@@ -284,6 +300,13 @@ class Scenario(Strict):
     replicas: int = Field(default=2, ge=1, le=32, description="LiteLLM proxy processes; requests go round-robin over "
                                                               "them")
     model: str = Field(default="mock-gpt", description="the model name clients send (the mock serves it)")
+    upstream_api: Literal["openai", "anthropic"] = Field(
+        default="openai", description="the API the proxy's deployment speaks to the mock: `openai` (model_list "
+                                      "`openai/<real OpenAI model>`, api_base the mock's /v1, calls its "
+                                      "/v1/chat/completions) or `anthropic` (an Anthropic model served by the mock: "
+                                      "`anthropic/<pricing.cost_map_model, else claude-sonnet-4-5>`, api_base the "
+                                      "mock's root, to which LiteLLM appends /v1/messages). Independent of "
+                                      "`mix.endpoint`: LiteLLM translates between the two")
     litellm_settings: LiteLLMSettings = Field(default_factory=LiteLLMSettings, description="proxy config "
                                                                                            "settings")
     pricing: Pricing = Field(default_factory=Pricing, description="the mock model's prices (they size "

@@ -64,6 +64,10 @@ def write_master_key_file(stack_name: str, key: str) -> Path:
     return path
 
 
+# the Anthropic model a deployment with upstream_api anthropic names when the scenario names no cost-map model
+ANTHROPIC_UPSTREAM_MODEL = "claude-sonnet-4-5"
+
+
 @dataclass
 class StackSpec:
     """What to bring up. Built from a scenario (`StackSpec.from_scenario`) or from `harness up` options."""
@@ -73,7 +77,8 @@ class StackSpec:
     default_budget: float | None = 50.0
     base_port: int | None = None
     model: str = "mock-gpt"
-    upstream_model: str = "gpt-4o-mini"   # what the deployment calls the model at the mock
+    upstream_model: str = "gpt-4o-mini"   # what the deployment calls the model at the mock (upstream_api openai)
+    upstream_api: str = "openai"          # openai | anthropic: the API the deployment speaks to the mock
     input_cost_per_token: float = 0.000001
     output_cost_per_token: float = 0.00001
     max_output_tokens: int | None = None
@@ -99,12 +104,14 @@ class StackSpec:
                            "first_token_delay_s": s.mock.first_token_delay_s,
                            "completion_tokens": s.mock.default_completion_tokens},
                 "faults": dict(s.mock.faults),
-                "models": [s.model, "gpt-4o-mini", *([s.pricing.cost_map_model] if s.pricing.cost_map_model else [])]}
+                "models": [s.model, "gpt-4o-mini", *([s.pricing.cost_map_model] if s.pricing.cost_map_model else []),
+                           *([ANTHROPIC_UPSTREAM_MODEL] if s.upstream_api == "anthropic"
+                             and not s.pricing.cost_map_model else [])]}
         return cls(
             version=s.litellm, replicas=s.replicas, default_budget=s.budget.default_max_budget,
             model=s.model, input_cost_per_token=s.pricing.input_cost_per_token,
             output_cost_per_token=s.pricing.output_cost_per_token, max_output_tokens=s.pricing.max_output_tokens,
-            cost_map_model=s.pricing.cost_map_model,
+            cost_map_model=s.pricing.cost_map_model, upstream_api=s.upstream_api,
             litellm_settings=s.litellm_settings.model_dump(), mock_config=mock, seed=s.seed, run_dir=run_dir)
 
 

@@ -234,3 +234,14 @@ def test_a_reconciliation_that_raises_is_a_note_not_a_verdict(tmp_path: Path, mo
     assert "billing per request not measured: the reconciliation failed (ValueError: a broken join)" in \
         res.evidence["notes"]
     assert res.summary.reconciled_requests is None and before.summary.reconciled_requests == 50
+
+
+def test_anthropic_response_ids_join_too(tmp_path: Path) -> None:
+    """A response id `msg_<request id>` (the mock's Messages route) names its request as `chatcmpl-<request id>`
+    does, when LiteLLM logs the upstream's id."""
+    b = run(tmp_path)
+    rows = billed_as_delivered(b)
+    for row in list(rows.values())[::2]:
+        row["request_id"] = "msg_" + row["request_id"].removeprefix("chatcmpl-")
+    rec = analyze(write_spend_logs(b, list(rows.values())), plots=False).evidence["reconcile"]
+    assert rec["measured"] is True and rec["agreed"] == 50 and rec["unbilled"]["requests"] == 0

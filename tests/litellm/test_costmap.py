@@ -40,3 +40,11 @@ def test_the_real_cost_map_of_a_built_version() -> None:
         pytest.skip("LiteLLM 1.84.0 environment not built (make setup builds it)")
     price_in, price_out, max_out = model_prices(cost_map_file(envs["1.84.0"].venv), "gpt-5")
     assert (price_in, price_out, max_out) == (1.25e-6, 1e-5, 128000)     # read in the 1.84.0 wheel's file
+
+
+def test_claude_in_the_cost_map_of_1_94_0() -> None:
+    """upstream_api anthropic prices the deployment as a real Claude model of the version's own cost map."""
+    envs = {e.version: e for e in litellm_env.cached()}
+    if "1.94.0" not in envs:
+        pytest.skip("LiteLLM 1.94.0 environment not built (harness env build 1.94.0)")
+    assert model_prices(cost_map_file(envs["1.94.0"].venv), "claude-sonnet-4-5") == (3e-6, 1.5e-5, 64000)

@@ -56,3 +56,19 @@ def test_a_cost_map_model_is_priced_by_the_proxy_itself() -> None:
     assert params["model"] == "openai/gpt-5" and model["model_name"] == "mock-gpt"
     assert "input_cost_per_token" not in params and "output_cost_per_token" not in params
     assert "model_info" not in model
+
+
+def test_an_anthropic_upstream_is_served_by_the_mock_at_its_root() -> None:
+    """upstream_api anthropic: `anthropic/<claude model>` with api_base the mock's root — LiteLLM's anthropic
+    provider appends /v1/messages (1.94.0 AnthropicMessagesConfig.get_complete_url; main.py for chat)."""
+    spec = StackSpec(version="1.94.0", upstream_api="anthropic", cost_map_model="claude-sonnet-4-5")
+    model = render_proxy_config(spec, mock_api_base="http://m:9/v1", redis_host="h", redis_port=1)["model_list"][0]
+    params = model["litellm_params"]
+    assert (params["model"], params["api_base"], model["model_name"]) == \
+        ("anthropic/claude-sonnet-4-5", "http://m:9", "mock-gpt")
+    assert "input_cost_per_token" not in params and "model_info" not in model   # priced from the cost map
+    spec = StackSpec(version="1.94.0", upstream_api="anthropic", max_output_tokens=256)   # custom prices
+    model = render_proxy_config(spec, mock_api_base="http://m:9/v1/", redis_host="h", redis_port=1)["model_list"][0]
+    assert model["litellm_params"]["model"] == "anthropic/claude-sonnet-4-5"
+    assert model["litellm_params"]["api_base"] == "http://m:9"
+    assert model["litellm_params"]["output_cost_per_token"] > 0 and model["model_info"]["max_output_tokens"] == 256

@@ -187,3 +187,33 @@ def test_key_team_budgets_scenario_sizes_budgets_against_its_reservation() -> No
     # room for phantoms: a key's budget is many reservations, and team 0's is less than its 4 keys' together
     assert s.budget.keys.max_budget is not None and s.budget.keys.max_budget > 10 * reservation
     assert s.budget.teams[0].max_budget is not None and s.budget.teams[0].max_budget < 4 * s.budget.keys.max_budget
+
+
+def test_messages_endpoint_and_anthropic_upstream(tmp_path: Path) -> None:
+    from harness.load.config import PATHS, LoadConfig
+    from harness.stack.base import StackSpec
+
+    plain = load_scenario(_write(tmp_path, "name: a\nexpect: clean\n"))
+    assert (plain.mix.endpoint, plain.upstream_api) == ("chat", "openai")        # old scenarios: as before
+    s = load_scenario(_write(tmp_path, "name: a\nexpect: clean\nupstream_api: anthropic\n"
+                                       "pricing: {cost_map_model: claude-sonnet-4-5}\n"
+                                       "mix: {endpoint: messages, max_tokens: {choices: [512, 4096]}}\n"))
+    spec = StackSpec.from_scenario(s)
+    assert (spec.upstream_api, spec.cost_map_model) == ("anthropic", "claude-sonnet-4-5")
+    endpoints = type("E", (), {"proxy_urls": ["http://127.0.0.1:1"]})()
+    cfg = LoadConfig.from_scenario(s, endpoints, tmp_path)    # type: ignore[arg-type]
+    assert (cfg.endpoint, cfg.path) == ("messages", PATHS["messages"]) == ("messages", "/v1/messages")
+    assert LoadConfig.from_json(cfg.to_json()).endpoint == "messages"
+    old = cfg.to_json().replace('"endpoint": "messages",', "")                   # a config written before
+    assert LoadConfig.from_json(old).endpoint == "chat"
+
+
+@pytest.mark.parametrize(("mix", "expected"), [
+    ("{endpoint: messages, max_tokens: {choices: [null, 64]}}", "mix: Value error, endpoint messages: every request "
+     "needs a max_tokens"),
+    ("{endpoint: messages, max_tokens: {choices: [64]}, first_requests: {count: 1}}", "every request needs a max"),
+    ("{endpoint: anthropic}", "mix.endpoint: Input should be 'chat' or 'messages'"),
+])
+def test_messages_endpoint_errors(tmp_path: Path, mix: str, expected: str) -> None:
+    with pytest.raises(HarnessError, match=expected):
+        load_scenario(_write(tmp_path, f"name: x\nexpect: clean\nmix: {mix}\n"))
