@@ -30,6 +30,7 @@ KNOWN_INSTALL_PROBLEM_PREFIXES: dict[str, str] = {
 # Extra pins some releases need next to them to import at all.
 EXTRA_PINS: dict[str, list[str]] = {
     "1.95.1": ["fastapi==0.140.0"],
+    "1.96.2": ["fastapi==0.140.0"],   # fastapi 0.165 dropped dependencies.utils.get_flat_dependant (2026-11-30)
 }
 
 
