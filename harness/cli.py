@@ -93,6 +93,9 @@ def up(
     budget: Annotated[float, typer.Option(help="default end-user max budget in $")] = 50.0,
     base_port: Annotated[int | None, typer.Option(help="first port to use (else free ports)")] = None,
     transaction_buffer: Annotated[bool, typer.Option(help="use_redis_transaction_buffer")] = True,
+    counters: Annotated[str, typer.Option(help="where the proxies keep their spend counters: redis (a Redis cache "
+                                               "in their config) | memory (no cache: each process counts in its own "
+                                               "memory; local backend)")] = "redis",
     backend: Annotated[str, typer.Option(help="local (processes) | compose (Docker)")] = "local",
     proxy_host: Annotated[str, typer.Option(help="the address the proxies listen on (local backend): 127.0.0.1, "
                                                  "or this host's own address on a test network, so Locust on "
@@ -123,7 +126,7 @@ def up(
 
         ctx = click.get_current_context()
         given = {p: ctx.get_parameter_source(p) == ParameterSource.COMMANDLINE
-                 for p in ("litellm", "replicas", "budget", "transaction_buffer")}
+                 for p in ("litellm", "replicas", "budget", "transaction_buffer", "counters")}
         shaped = load_scenario(scenario, {"litellm": litellm if given["litellm"] else None,
                                           "replicas": replicas if given["replicas"] else None})
         build = candidate.parse(shaped.litellm)
@@ -132,6 +135,8 @@ def up(
         spec.base_port, spec.candidate, spec.proxy_host = base_port, build, proxy_host
         if given["budget"]:
             spec.default_budget = budget
+        if given["counters"]:
+            spec.counters = _counters_option(counters)
         endpoints = make_stack(backend, name).up(spec, console=console)
         print(endpoints.describe())
         return
@@ -139,9 +144,15 @@ def up(
     candidate.check_backend(build, backend)
     spec = StackSpec(version=build.version, replicas=replicas, default_budget=budget, base_port=base_port,
                      litellm_settings={"use_redis_transaction_buffer": transaction_buffer}, candidate=build,
-                     proxy_host=proxy_host)
+                     proxy_host=proxy_host, counters=_counters_option(counters))
     endpoints = make_stack(backend, name).up(spec, console=console)
     print(endpoints.describe())
+
+
+def _counters_option(value: str) -> str:
+    if value not in ("redis", "memory"):
+        raise HarnessError(f"--counters {value}: not understood", "use redis or memory")
+    return value
 
 
 @app.command()

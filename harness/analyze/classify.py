@@ -7,6 +7,10 @@ Budget rejections are recognised by their text, never by status (400 on 1.84.0, 
 - read-time check:  ``ExceededBudget: End User=<id> over budget. Spend=X, Budget=Y``
 
 X (the counter the proxy printed) and Y (the budget it compared against) are parsed.
+
+In a run with the counter probe (harness/run/probe.py), a budget rejection that printed the probe's budget
+(`Max budget: 0.0`, whatever the wording) is no budget rejection: the load's request met a key whose budget the
+probe had set to 0 for a moment. It is classed `other`, detail `probe_budget`.
 """
 
 from __future__ import annotations
@@ -34,12 +38,19 @@ UPSTREAM_TEXT = re.compile(
     r"OpenAIException|APIConnectionError|InternalServerError|ServiceUnavailable|RateLimitError|BadGateway"
     r"|APIError|litellm\.Timeout|upstream", re.IGNORECASE)
 
+# the budget any budget message printed last (`Max budget: Y`, `Budget=Y`)
+PRINTED_BUDGET = re.compile(r"(?:Max budget:|Budget=)\s*(?P<y>" + _NUM + r")")
+PROBE_ARTIFACT = "probe_budget"
+
 WORDING_RESERVATION = "reservation"   # Budget has been exceeded! EndUser=...
 WORDING_READ_TIME = "read_time"       # ExceededBudget: End User=... over budget
 
 
-def classify_requests(requests: pd.DataFrame, fault_request_ids: set[str] | None = None) -> pd.DataFrame:
-    """Add columns cls, detail, wording, budget_user, printed_counter, printed_budget (in place; returned)."""
+def classify_requests(requests: pd.DataFrame, fault_request_ids: set[str] | None = None,
+                      probe_budget: float | None = None) -> pd.DataFrame:
+    """Add columns cls, detail, wording, budget_user, printed_counter, printed_budget (in place; returned).
+
+    probe_budget: the budget the run's counter probe sets (None: the run had no probe)."""
     df = requests
     n = len(df)
     status = df["status"].to_numpy(dtype=float, na_value=np.nan)
@@ -77,9 +88,17 @@ def classify_requests(requests: pd.DataFrame, fault_request_ids: set[str] | None
             printed_counter[b_idx] = np.where(w1, _num(ex["x1"]), _num(ex["x2"]))
             printed_budget[b_idx] = np.where(w1, _num(ex["y1"]), _num(ex["y2"]))
             detail[b_idx] = np.where(w1 | w2, "end_user", "other_entity")
+            if probe_budget is not None:
+                y = _num(text.iloc[b_idx].str.extract(PRINTED_BUDGET)["y"])
+                artifact = b_idx[np.isclose(y, probe_budget, rtol=0.0, atol=1e-12)]
+                budget_mask[artifact] = False
+                cls[artifact] = OTHER
+                detail[artifact] = PROBE_ARTIFACT
+                wording[artifact] = budget_user[artifact] = ""
+                printed_counter[artifact] = printed_budget[artifact] = np.nan
     cls[budget_mask] = BUDGET
 
-    rest = ~ok & ~budget_mask
+    rest = ~ok & ~budget_mask & (detail != PROBE_ARTIFACT)
     disc = rest & disconnected
     cls[disc] = DISCONNECT
     rest &= ~disc

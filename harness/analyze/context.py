@@ -13,6 +13,7 @@ import pandas as pd
 from harness.analyze.classify import BUDGET, OK, classify_requests
 from harness.analyze.load import RunData
 from harness.analyze.truespend import SpendIndex, encode_users, ledger_spend
+from harness.run.probe import PROBE_BUDGET
 from harness.run.runfolder import LEDGER_FILE
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ def build_context(data: RunData) -> Context:
         is_fault = np.array([str(u).startswith("fault") for u in oc_uniques], dtype=bool)
         if is_fault.any():
             fault_ids = set(ledger_rows["request_id"].to_numpy(dtype=object)[is_fault[oc_codes]].tolist()) - {""}
-    requests = classify_requests(data.requests, fault_ids)
+    requests = classify_requests(data.requests, fault_ids, probe_budget=PROBE_BUDGET if len(data.probes) else None)
     ledger = ledger_spend(ledger_rows, scen, requests)
     samples = data.samples
 

@@ -33,6 +33,8 @@ _NUMERIC: dict[str, tuple[str, ...]] = {
     rf.FAULTS_FILE: ("t",),
     rf.MOCK_EVENTS_FILE: ("t",),
     rf.SPEND_LOGS_FILE: ("spend", "prompt_tokens", "completion_tokens", "start_time", "end_time"),
+    rf.PROBES_FILE: ("t", "round", "replica", "status", "counter", "printed_budget", "includes_reservation",
+                     "db_spend", "max_budget", "admitted", "latency_s"),
 }
 _COLUMNS: dict[str, tuple[str, ...]] = {
     rf.REQUESTS_FILE: rf.REQUESTS_COLUMNS,
@@ -42,6 +44,7 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
     rf.FAULTS_FILE: rf.FAULTS_COLUMNS,
     rf.MOCK_EVENTS_FILE: ("t",),
     rf.SPEND_LOGS_FILE: rf.SPEND_LOGS_COLUMNS,
+    rf.PROBES_FILE: rf.PROBES_COLUMNS,
 }
 # Columns the analyzer uses (others are not parsed: speed).
 _USED: dict[str, tuple[str, ...]] = {
@@ -61,6 +64,7 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     rf.FAULTS_FILE: ("t",),
     rf.MOCK_EVENTS_FILE: (),
     rf.SPEND_LOGS_FILE: ("request_id",),
+    rf.PROBES_FILE: ("t",),
 }
 
 
@@ -77,12 +81,27 @@ class RunData:
     mock_events: pd.DataFrame
     warnings: list[str] = field(default_factory=list)
     truncated: set[str] = field(default_factory=set)   # files whose last row was cut (a killed run)
-    # counters.csv: the other counter kinds (key, team, user, org); empty in run folders from before it existed
+    # counters.csv: the other counter kinds (key, team, user, org); empty in run folders from before it existed.
+    # A run whose counters live in process memory (scenario `counters: memory`): the probe's reads instead
+    # (`probe_counters`), in the same columns (`redis_counter` = the counter the probe read)
     counters: pd.DataFrame = field(default_factory=lambda: _empty(rf.COUNTERS_FILE, rf.COUNTERS_COLUMNS))
+    # probes.csv: the in-process counter probe's reads (harness/run/probe.py); empty without a probe
+    probes: pd.DataFrame = field(default_factory=lambda: _empty(rf.PROBES_FILE, rf.PROBES_COLUMNS))
 
     @property
     def version(self) -> str:
         return str(self.meta.get("litellm_version") or self.scenario.litellm)
+
+    @property
+    def counters_in_memory(self) -> bool:
+        """The proxies kept their counters in process memory (no Redis cache): samples.csv has no counter."""
+        return self.scenario.counters == "memory"
+
+    @property
+    def counter_source(self) -> str:
+        """Where the run's counter evidence comes from: "redis" (the sampler) or "probe" (the proxies' own budget
+        check, probes.csv: counters in process memory)."""
+        return "probe" if self.counters_in_memory else "redis"
 
 
 def load_run(run_dir: Path) -> RunData:
@@ -111,12 +130,33 @@ def load_run(run_dir: Path) -> RunData:
     frames = {name: read_csv_tolerant(run_dir / name, warnings, required=name == rf.REQUESTS_FILE,
                                       truncated=truncated)
               for name in (rf.REQUESTS_FILE, rf.LEDGER_FILE, rf.SAMPLES_FILE, rf.FAULTS_FILE, rf.MOCK_EVENTS_FILE,
-                           rf.COUNTERS_FILE)}
+                           rf.COUNTERS_FILE, rf.PROBES_FILE)}
+    probes = frames[rf.PROBES_FILE]
+    counters = probe_counters(probes) if scenario.counters == "memory" else frames[rf.COUNTERS_FILE]
     return RunData(run_dir=run_dir, scenario=scenario, scenario_text=scenario_text, meta=meta,
                    requests=frames[rf.REQUESTS_FILE], ledger=frames[rf.LEDGER_FILE],
                    samples=frames[rf.SAMPLES_FILE], faults=frames[rf.FAULTS_FILE],
                    mock_events=frames[rf.MOCK_EVENTS_FILE], warnings=warnings, truncated=truncated,
-                   counters=frames[rf.COUNTERS_FILE])
+                   counters=counters, probes=probes)
+
+
+def probe_counters(probes: pd.DataFrame) -> pd.DataFrame:
+    """The probe's reads as counters.csv rows (t, sample, kind, id, redis_counter, db_spend): one per round and
+    entity. A read counts when it is a counter alone (a rejection, `includes_reservation` 0; an admitted probe or a
+    reservation-path message is no read of the counter). With several replicas (each keeps its own counter) the
+    largest replica's counter stands for the round — the one that rejects first — at the round's last read."""
+    cols = _USED[rf.COUNTERS_FILE]
+    if not len(probes):
+        return _empty(rf.COUNTERS_FILE, rf.COUNTERS_COLUMNS)
+    ok = probes["counter"].notna() & (probes["admitted"].fillna(0) != 1) & \
+        (probes["includes_reservation"].fillna(0) != 1)
+    rows = probes.loc[ok]
+    if not len(rows):
+        return _empty(rf.COUNTERS_FILE, rf.COUNTERS_COLUMNS)
+    grouped = rows.groupby(["round", "kind", "id"], sort=True, as_index=False).agg(
+        t=("t", "max"), redis_counter=("counter", "max"), db_spend=("db_spend", "first"))
+    grouped = grouped.rename(columns={"round": "sample"})
+    return grouped[list(cols)].sort_values(["t", "kind", "id"], kind="stable").reset_index(drop=True)
 
 
 def _read_meta(path: Path, warnings: list[str]) -> dict[str, Any]:

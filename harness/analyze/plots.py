@@ -173,7 +173,9 @@ def plot_inflation(ctx: Context, infl: InflationResult, phantom: PhantomResult |
         for b in sorted(set(budgets)):
             ax2.axhline(b, color="black", ls="-.", lw=1.5, label=f"budget ${b:,.4g}")
         if not infl.worst_users:
-            ax2.text(0.5, 0.5, "no Redis counters observed", transform=ax2.transAxes, ha="center", fontsize=14)
+            ax2.text(0.5, 0.5, "counters in process memory (counters: memory):\nnot readable for end users; the "
+                     "keys' probed counters: probes.csv" if ctx.data.counters_in_memory
+                     else "no Redis counters observed", transform=ax2.transAxes, ha="center", fontsize=14)
         ax2.set_title(f"Worst {len(infl.worst_users)} end user(s) by counter − true spend "
                       "(solid: counter, dashed: DB, band: true)")
         ax2.set_ylabel("spend per end user")

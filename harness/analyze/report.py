@@ -67,11 +67,28 @@ def summary_paragraph(vj: dict[str, Any], meta: dict[str, Any]) -> str:
                          f"{money(s.true_low_total_usd)}–{money(s.true_high_total_usd)}).")
     else:
         parts.append(f"The drain check did not run: {s.drain_why_not}.")
+    if s.counter_source == "probe":
+        parts.append(_probe_sentence(vj.get("counter_kinds") or {}))
     if s.max_inflation_usd is not None:
         t = ((vj.get("inflation") or {}).get("total_max_counter_minus_true_high") or {}).get("t")
         parts.append(f"Largest total inflation (Redis counters − true spend): {money(s.max_inflation_usd)} at "
                      f"{secs(t)}.")
     return " ".join(parts)
+
+
+def _probe_sentence(ck: dict[str, Any]) -> str:
+    """A run whose counters lived in process memory: what the in-process probe read of the run's keys."""
+    pr = ck.get("probe") or {}
+    key = (ck.get("kinds") or {}).get("key") or {}
+    dr = key.get("drain") or {}
+    text = (f"The proxies kept their counters in process memory (no Redis cache): the in-process probe read the "
+            f"run's keys' counters {_n(pr.get('reads'))} times through the proxies' own budget check")
+    if dr.get("ran"):
+        text += (f"; after the drain {dr.get('leaked_users', 0)} of {dr.get('users_checked')} keys held leaked "
+                 f"reservations ({money(dr.get('leaked_total'))}; probed Σ {money(dr.get('counter_total'))} vs DB "
+                 f"{money(dr.get('db_total'))} vs true {money(dr.get('true_low_total'))}–"
+                 f"{money(dr.get('true_high_total'))})")
+    return text + "."
 
 
 def evidence_rows(vj: dict[str, Any]) -> list[tuple[str, str]]:

@@ -68,6 +68,8 @@ class Summary(BaseModel):
     phantom_share_of_rejections: float | None = None
     first_phantom_s: float | None = None        # seconds after the load started
     # inflation over time
+    counter_source: str | None = None           # redis (the sampler read Redis) | probe (counters in process memory,
+                                                # read by the in-process probe: probes.csv)
     counters_observed: int | None = None
     max_inflation_usd: float | None = None      # max over time of Σ Redis counters − Σ true spend (high)
     user_max_inflation_usd: float | None = None  # the same for the worst single end user

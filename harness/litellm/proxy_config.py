@@ -53,30 +53,30 @@ def render_proxy_config(spec: StackSpec, *, mock_api_base: str, redis_host: str,
     if spec.max_output_tokens is not None and not spec.cost_map_model:
         model_entry["model_info"] = {"max_output_tokens": spec.max_output_tokens}
 
-    cache_params: dict[str, Any] = {
-        "type": "redis",
-        "host": redis_host,
-        "port": redis_port,
-        # response caching off unless asked for, so cost is never hidden by a cache hit
-        "mode": "default_off",
-    }
-    if settings.get("namespace"):
-        cache_params["namespace"] = settings["namespace"]
-
-    litellm_settings: dict[str, Any] = {
-        "cache": True,
-        "cache_params": cache_params,
-        "drop_params": True,
-        "request_timeout": 120,
-        "num_retries": 0,
-    }
+    memory = spec.counters == "memory"
+    litellm_settings: dict[str, Any] = {}
+    if not memory:
+        cache_params: dict[str, Any] = {
+            "type": "redis",
+            "host": redis_host,
+            "port": redis_port,
+            # response caching off unless asked for, so cost is never hidden by a cache hit
+            "mode": "default_off",
+        }
+        if settings.get("namespace"):
+            cache_params["namespace"] = settings["namespace"]
+        litellm_settings.update(cache=True, cache_params=cache_params)
+    # counters: memory — no cache at all: LiteLLM attaches no Redis to spend_counter_cache (proxy_server.py
+    # `spend_counter_cache.attach_redis_cache` runs only for a Redis `litellm.cache`), so every process counts in
+    # its own DualCache in memory
+    litellm_settings.update({"drop_params": True, "request_timeout": 120, "num_retries": 0})
     if spec.default_budget is not None and budget_id is not None:
         litellm_settings["max_end_user_budget_id"] = budget_id
 
     general_settings: dict[str, Any] = {
         "master_key": "os.environ/LITELLM_MASTER_KEY",
         "database_url": "os.environ/DATABASE_URL",
-        "use_redis_transaction_buffer": bool(settings.get("use_redis_transaction_buffer", True)),
+        "use_redis_transaction_buffer": (not memory) and bool(settings.get("use_redis_transaction_buffer", True)),
         "disable_prisma_schema_update": True,
         # x-harness-request-id (and the end-user headers) reach the mock, so its ledger joins requests.csv
         "forward_client_headers_to_llm_api": True,
@@ -101,7 +101,8 @@ def render_proxy_config(spec: StackSpec, *, mock_api_base: str, redis_host: str,
 
 
 def proxy_cache_is_redis(config: dict[str, Any]) -> bool:
-    """Whether the proxy config gives LiteLLM a Redis cache (what readiness expects in its `cache` field)."""
+    """Whether the proxy config gives LiteLLM a Redis cache (what readiness expects in its `cache` field); False
+    for a config without a cache (`counters: memory`): readiness then checks the database only."""
     settings = config.get("litellm_settings") or {}
     params = settings.get("cache_params") or {}
     return settings.get("cache") is True and params.get("type", "local") == "redis"

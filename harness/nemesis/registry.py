@@ -12,7 +12,7 @@ Readers (contracts other modules rely on):
   old run folders and must not crash on them). A spec has `.name`, `.params` (the model), `.needs` (the stack
   capability protocol from harness/stack/base.py, or None: mock_* kinds go to the mock's control API),
   `.one_shot` (an action at `at_s`, no window), `.target(window) -> str` (faults.csv's `target` column:
-  "mock", "redis" or the replica index), `.label` (one line) and `.description` (the docstring),
+  "mock", "redis", "postgres" or the replica index), `.label` (one line) and `.description` (the docstring),
   `.parse(params) -> FaultParams` (raises pydantic.ValidationError).
 - `fault_kinds() -> list[FaultKindSpec]`, `known_kinds() -> list[str]`: every registered kind, in
   registration order (the schema docs' order).
@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict
 from harness.errors import HarnessError
 from harness.stack.base import Stack
 
-Target = Literal["mock", "redis", "replica"]
+Target = Literal["mock", "redis", "replica", "postgres"]
 
 
 class MockFaults(Protocol):
@@ -111,7 +111,7 @@ class FaultKindSpec:
         return text.split(". ", 1)[0].rstrip(".")
 
     def target(self, window: Window) -> str:
-        """faults.csv's `target`: "mock", "redis" or the replica index."""
+        """faults.csv's `target`: "mock", "redis", "postgres" or the replica index."""
         return str(window.target) if self.on == "replica" else self.on
 
     def parse(self, params: Mapping[str, Any]) -> FaultParams:

@@ -139,6 +139,10 @@ def prepare(path: Path, opts: RunOptions, stack_factory: StackFactory) -> Prepar
     if run_dir.exists() and any(run_dir.iterdir()):
         raise HarnessError(f"run folder {run_dir} exists and is not empty", "pass another --out")
     stack_name = opts.stack_name or ("default" if opts.reuse else f"run-{run_id}")
+    if scenario.probe is not None and scenario.backend == "external":
+        raise HarnessError("probe: the counter probe changes the budgets of the run's keys for a moment through "
+                           "every replica; the external backend never changes a deployment",
+                           "remove `probe` or run on the local backend")
     if scenario.backend == "external":
         stack = _external_stack(stack_name, scenario, run_id, opts)
     else:
@@ -192,6 +196,10 @@ def _running_endpoints(stack: Stack, scenario: Scenario, build: Candidate) -> En
     if endpoints.version != scenario.litellm or other_build:
         raise HarnessError(f"--reuse: the running stack is LiteLLM {endpoints.build or endpoints.version}, the "
                            f"scenario wants {build.label}", "run without --reuse or pass --litellm")
+    if endpoints.counters != scenario.counters:
+        raise HarnessError(f"--reuse: the running stack keeps its counters in {endpoints.counters}, the scenario "
+                           f"wants counters: {scenario.counters}",
+                           f"run without --reuse or start it with `harness up --counters {scenario.counters}`")
     return endpoints
 
 

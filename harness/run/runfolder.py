@@ -30,6 +30,7 @@ VERDICT_FILE = "verdict.json"
 REPORT_FILE = "report.md"
 MOCK_EVENTS_FILE = "mock-events.csv"  # every run-time fault change of the mock, with its time
 SPEND_LOGS_FILE = "spend-logs.csv"    # LiteLLM's own per-request bill (LiteLLM_SpendLogs), dumped after the drain
+PROBES_FILE = "probes.csv"            # the in-process counter probe's reads (harness/run/probe.py)
 
 REQUESTS_COLUMNS = (
     "t_start",            # when the client sent the request
@@ -67,7 +68,8 @@ SAMPLES_COLUMNS = (
     "t",                  # sample time
     "sample",             # sample sequence number
     "end_user",
-    "redis_counter",      # float; empty when the counter key does not exist
+    "redis_counter",      # float; empty when the counter key does not exist — and always empty in a run whose
+                          # proxies keep their counters in process memory (scenario `counters: memory`): not read
     "counter_ttl",        # seconds left on the counter key; empty when absent
     "db_spend",           # LiteLLM_EndUserTable.spend; empty when the end user has no row
 )
@@ -95,6 +97,26 @@ SPEND_LOGS_COLUMNS = (
     "completion_tokens",
     "start_time",         # "startTime" as epoch seconds
     "end_time",           # "endTime" as epoch seconds
+)
+
+PROBES_COLUMNS = (
+    "t",                  # when the probe request was answered
+    "round",              # probe round (every `probe.every_s`; the last one after the drain)
+    "kind",               # key
+    "id",                 # the key's hashed token (what follows `spend:key:`)
+    "name",               # the key's alias
+    "replica",            # the replica probed (each keeps its own counter when counters live in memory)
+    "status",             # HTTP status of the probe request (0: no answer)
+    "counter",            # X of the rejection's `Current cost: X`: the counter the proxy's budget check read; empty
+                          # when no counter could be read (see `error`)
+    "printed_budget",     # Y of `Max budget: Y` (the probe's budget, 0)
+    "includes_reservation",  # 0: X is the counter alone (the read-time key check, before any reservation);
+                          # 1: X includes this request's own reservation (the reservation-path wording)
+    "db_spend",           # LiteLLM_VerificationToken.spend of the key at the start of the round
+    "max_budget",         # the key's max_budget, restored after the probe
+    "admitted",           # 1 when the probe request was answered 2xx (it reached the upstream: not a read)
+    "latency_s",          # the probe request's duration
+    "error",              # why no counter was read (empty when one was)
 )
 
 FAULTS_COLUMNS = (

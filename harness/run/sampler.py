@@ -31,6 +31,11 @@ start (`Endpoints.read_only`).
 At stop() the other spend counters are also written once to spend-counters-final.csv (key, value, ttl), as
 before counters.csv existed (cold-counter seeding, #28283).
 
+Without Redis counters (`in_memory=True`: a stack whose proxies keep their counters in process memory, scenario
+`counters: memory`) the sampler reads no Redis at all: samples.csv gets each end user's DB spend with an empty
+`redis_counter` (not measured: the counters live in the proxies' memory, read only by the probe, probes.csv),
+and no counters.csv or spend-counters-final.csv is written.
+
 A sample where Redis or Postgres cannot be read (e.g. during a `restart_redis` fault) is skipped entirely —
 a half sample would look like "counter gone" — and counted in `errors` / `last_error`. `max_gap` is the
 largest time between two written samples (the progress display shows it).
@@ -334,8 +339,11 @@ class Sampler:
     def __init__(self, redis_url: str, dsn: str, run_dir: Path, interval_s: float = 1.0,
                  namespace: str | None = None, *, user_prefix: str = "",
                  redis_options: dict[str, Any] | None = None, postgres_options: dict[str, Any] | None = None,
-                 entities: dict[str, list[str]] | None = None, shared: bool = False) -> None:
+                 entities: dict[str, list[str]] | None = None, shared: bool = False,
+                 in_memory: bool = False) -> None:
         self.redis_url = redis_url
+        # the proxies keep their counters in process memory (no Redis cache): only DB spend is sampled
+        self.in_memory = in_memory
         # a deployment the harness shares (the external backend): plain SCAN / MGET / PTTL (no Lua), and no
         # counter of anyone else read — the other kinds only when the run has keys/teams of its own
         self.shared = shared
@@ -405,10 +413,10 @@ class Sampler:
             t = time.time()
             started = time.perf_counter()
             try:
-                counters = read_counters(self._redis, self.namespace, server_side=self.server_side,
-                                         user_prefix=self.user_prefix)
+                counters = {} if self.in_memory else read_counters(
+                    self._redis, self.namespace, server_side=self.server_side, user_prefix=self.user_prefix)
                 db = read_db_spend(self._db(), self.user_prefix)
-                kinds = [] if self.shared and self.entities is None else self._read_kinds()
+                kinds = [] if self.in_memory or (self.shared and self.entities is None) else self._read_kinds()
             except (redis.RedisError, psycopg.Error, OSError) as exc:
                 self.errors += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
@@ -484,8 +492,8 @@ class Sampler:
 
     def dump_other_counters(self) -> int:
         """Write spend-counters-final.csv (the non-end-user spend counters now); returns the rows, -1 on error
-        (0 and no file on a shared deployment: those counters are other people's)."""
-        if self.shared:
+        (0 and no file on a shared deployment: those counters are other people's; nor without Redis counters)."""
+        if self.shared or self.in_memory:
             return 0
         try:
             rows = read_other_counters(self._redis, self.namespace)
@@ -500,5 +508,6 @@ class Sampler:
 
     def status(self) -> dict[str, Any]:
         return {"samples": self.samples, "errors": self.errors, "last_error": self.last_error,
+                "in_memory": self.in_memory,
                 "last_duration_s": self.last_duration_s, "max_gap": self.max_gap,
                 "other_truncated": self.other_truncated}

@@ -7,9 +7,11 @@ end, Ctrl-C/SIGTERM, an error. A stage is stopped once its start was called, eve
 meta.json and the run folder's files.
 
 The default order and why: budgets (end users must exist before the first request), sampler (samples from
-before the first request), ledger (its stop fetches the mock's ledger over HTTP when the mock does not write
-into the run folder: after the drain, before the sampler's last sample), drain (its stop — the wait after the
-load, sampling on — must come after the load's and the nemesis's stops and before the sampler's), CPU meter
+before the first request), probe (the in-process counter probe, when the scenario has one: its stop — a last
+round and every key's budget restored — comes after the drain, before the sampler's last sample), ledger (its
+stop fetches the mock's ledger over HTTP when the mock does not write into the run folder: after the drain, before
+the sampler's last sample), drain (its stop — the wait after the load, sampling on — must come after the load's
+and the nemesis's stops and before the sampler's), CPU meter
 (measures the load and the end of the fault windows), nemesis (windows are timed from the load start), load (Locust).
 """
 
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
     from harness.run.contention import ContentionMeter
     from harness.run.context import RunContext
     from harness.run.cpu import CpuMeter
+    from harness.run.probe import CounterProbe
     from harness.run.sampler import Sampler
     from harness.stack.base import LoadHandle
 
@@ -132,7 +135,7 @@ class SamplerStage(Stage):
                                namespace=ep.redis_namespace, user_prefix=run_user_prefix(ctx),
                                redis_options=ep.redis_options, postgres_options=ep.postgres_options,
                                entities=sampled_entities(ctx.meta.data.get("entities")),
-                               shared=ep.read_only)
+                               shared=ep.read_only, in_memory=ep.counters == "memory")
         self.sampler.start()
 
     def progress(self) -> dict[str, Any]:
@@ -145,6 +148,7 @@ class SamplerStage(Stage):
         sampler.sample_once()       # the drain check reads the last sample after the drain
         sampler.stop()
         ctx.meta.update(sampler={"samples": sampler.samples, "errors": sampler.errors,
+                                 "counters": "memory (not read: see probes.csv)" if sampler.in_memory else "redis",
                                  "last_error": sampler.last_error, "other_truncated": sampler.other_truncated,
                                  "counter_kinds_rows": sampler.last_kind_rows,
                                  "last_duration_ms": round((sampler.last_duration_s or 0) * 1000, 1)})
@@ -154,6 +158,51 @@ class SamplerStage(Stage):
             ctx.meta.update(spend_logs=dump_spend_logs(ctx.endpoints.postgres_dsn, ctx.run_dir,
                                                        end_user_prefix=run_user_prefix(ctx),
                                                        postgres_options=ctx.endpoints.postgres_options))
+
+
+class ProbeStage(Stage):
+    """The in-process counter probe (scenario `probe`, harness/run/probe.py): every `probe.every_s` from before
+    the load to after the drain (one more round then), each of the run's budgeted keys through every replica,
+    into probes.csv; every probed key's budget is restored (and checked in the DB) when it stops. meta.json
+    `probe`."""
+
+    name = "probe"
+
+    def __init__(self) -> None:
+        self.probe: CounterProbe | None = None
+
+    def start(self, ctx: RunContext) -> None:
+        from harness.load import keys as keys_mod
+        from harness.run.probe import CounterProbe, ProbeKey, db_reader
+
+        cfg = ctx.scenario.probe
+        entities = ctx.meta.data.get("entities") or {}
+        if cfg is None or "keys" not in cfg.entities or not entities.get("keys"):
+            return
+        ep = ctx.endpoints
+        keys = [ProbeKey(name=str(k["alias"]), token=str(k["token"]),
+                         value=keys_mod.virtual_key(ep.master_key, str(entities["salt"]), int(k["index"])),
+                         max_budget=float(k["max_budget"]))
+                for k in entities["keys"] if k.get("token") and k.get("max_budget") is not None]
+        if not keys:
+            return
+        self.probe = CounterProbe(ep.proxy_urls, ep.master_key, keys, ctx.run_dir, model=ctx.scenario.model,
+                                  every_s=cfg.every_s, timeout_s=cfg.timeout_s,
+                                  db=db_reader(ep.postgres_dsn, ep.postgres_options))
+        ctx.meta.update(probe={"every_s": cfg.every_s, "keys": len(keys), "replicas": len(ep.proxy_urls),
+                               "counters": ep.counters})
+        self.probe.start()
+
+    def stop(self, ctx: RunContext) -> None:
+        if self.probe is None:
+            return
+        probe, self.probe = self.probe, None
+        try:
+            probe.stop(last_round=ctx.t_load_start is not None)
+        finally:
+            ctx.meta.update(probe={**(ctx.meta.data.get("probe") or {}), **probe.status()})
+            if probe.restore_failures:
+                ctx.say(f"[red]probe: the budget of {', '.join(probe.restore_failures)} could not be restored[/]")
 
 
 class DrainStage(Stage):
@@ -346,5 +395,6 @@ class LoadStage(Stage):
 
 
 def default_stages() -> list[Stage]:
-    return [BudgetsStage(), SamplerStage(), LedgerStage(), DrainStage(), CpuStage(), NemesisStage(), LoadStage()]
+    return [BudgetsStage(), SamplerStage(), ProbeStage(), LedgerStage(), DrainStage(), CpuStage(), NemesisStage(),
+            LoadStage()]
 

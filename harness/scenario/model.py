@@ -270,6 +270,38 @@ class Sampling(Strict):
     interval_s: float = Field(default=1.0, gt=0, description="seconds between samples")
 
 
+Counters = Literal["redis", "memory"]
+PROBE_ENTITIES = ("keys",)
+
+
+class Probe(Strict):
+    """The in-process counter probe (harness/run/probe.py): the proxy's own budget check reads the counter."""
+
+    every_s: float = Field(default=10.0, ge=1, le=600, description="seconds between probe rounds (one more round "
+                                                                   "after the drain)")
+    entities: list[str] = Field(
+        default_factory=lambda: ["keys"],
+        description="what is probed: `keys` (each of the run's budgeted virtual keys, through every replica: its "
+                    "max_budget is set to 0 with `/key/update`, one request with `max_tokens: 1` is rejected by the "
+                    "read-time key check, whose `Current cost` is the counter, and the budget is restored). End "
+                    "users cannot be probed: `/customer/update` ignores a max_budget of 0 and does not invalidate "
+                    "the proxy's cached end-user object")
+    timeout_s: float = Field(default=10.0, gt=0, le=120, description="HTTP timeout of each probe call")
+
+    @field_validator("entities")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("name at least one of: keys")
+        for entity in value:
+            if entity == "end_users":
+                raise ValueError("end_users cannot be probed: LiteLLM's /customer/update drops a max_budget of 0 "
+                                 "and never invalidates the cached end-user object (up to 60 s stale); use keys")
+            if entity not in PROBE_ENTITIES:
+                raise ValueError(f"unknown probe entity {entity!r}; known: {', '.join(PROBE_ENTITIES)}")
+        return list(dict.fromkeys(value))
+
+
 Expectation = Literal["reproduced", "clean"]
 Check = Literal["phantom", "leak", "deflation"]
 
@@ -320,6 +352,18 @@ class Scenario(Strict):
     faults: list[FaultWindow] = Field(default_factory=list, description="fault windows (the nemesis), relative "
                                                                         "to the load start")
     sampling: Sampling = Field(default_factory=Sampling, description="the Redis-counter / DB-spend sampler")
+    counters: Counters = Field(
+        default="redis",
+        description="where LiteLLM keeps its spend counters: `redis` (the proxy config has a Redis cache, "
+                    "`litellm_settings.cache`; the sampler reads `spend:*` from Redis) or `memory` (no cache in the "
+                    "proxy config and `use_redis_transaction_buffer: false`: each proxy process keeps its counters "
+                    "in its own memory — `spend_counter_cache`, a DualCache without Redis — so with replicas > 1 "
+                    "every replica has its own counter of the same key; the sampler then reads only DB spend and "
+                    "the counters are known only through `probe`). `memory` runs on the local backend only")
+    probe: Probe | None = Field(default=None, description="read the proxies' own counters of the run's keys "
+                                                          "through their budget check every `every_s` "
+                                                          "(probes.csv); null: off. Needs `budget.keys` with a "
+                                                          "max_budget")
     drain_s: float = Field(default=25.0, ge=0, le=55, description="seconds of sampling after the load ends (under the "
                                                                   "60 s counter TTL)")
     seed: int = Field(default=42, description="seeds the load's random choices")
@@ -340,6 +384,25 @@ class Scenario(Strict):
                                                 {"kind": window.kind, "last": replicas - 1}),
                     "loc": (i, "target"), "input": window.target}])
         return faults
+
+    @model_validator(mode="after")
+    def _counters_fit(self) -> Scenario:
+        if self.counters == "memory":
+            settings = self.litellm_settings
+            if settings.use_redis_transaction_buffer and "use_redis_transaction_buffer" in settings.model_fields_set:
+                raise ValueError("counters: memory has no Redis: set litellm_settings.use_redis_transaction_buffer: "
+                                 "false (or leave it out)")
+            if settings.namespace is not None:
+                raise ValueError("counters: memory has no Redis cache: litellm_settings.namespace has no meaning")
+            extra = settings.extra.get("litellm_settings") or {}
+            if "cache" in extra or "cache_params" in extra:
+                raise ValueError("counters: memory renders the proxy config without a cache: remove "
+                                 "litellm_settings.extra.litellm_settings.cache/cache_params")
+        if self.probe is not None and "keys" in self.probe.entities and \
+                (not self.budget.keys.count or self.budget.keys.max_budget is None):
+            raise ValueError("probe.entities keys needs budgeted virtual keys: set budget.keys.count and "
+                             "budget.keys.max_budget")
+        return self
 
     def expectation_for(self, version: str) -> str:
         return self.expect_by_version.get(version, self.expect)

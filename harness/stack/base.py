@@ -96,6 +96,9 @@ class StackSpec:
     # the address the proxies listen on (local backend): loopback, or a test host's own address so that Locust on
     # other (network-namespace) hosts can reach them — Redis, Postgres and the mock stay on loopback
     proxy_host: str = "127.0.0.1"
+    # where LiteLLM keeps its spend counters: "redis" (the proxy config has a Redis cache) or "memory" (no cache:
+    # each proxy process counts in its own memory; scenario `counters`). Redis still runs (harmless, unused).
+    counters: str = "redis"
 
     @classmethod
     def from_scenario(cls, scenario: Any, run_dir: Path | None = None) -> StackSpec:
@@ -112,7 +115,8 @@ class StackSpec:
             model=s.model, input_cost_per_token=s.pricing.input_cost_per_token,
             output_cost_per_token=s.pricing.output_cost_per_token, max_output_tokens=s.pricing.max_output_tokens,
             cost_map_model=s.pricing.cost_map_model, upstream_api=s.upstream_api,
-            litellm_settings=s.litellm_settings.model_dump(), mock_config=mock, seed=s.seed, run_dir=run_dir)
+            litellm_settings=s.litellm_settings.model_dump(), mock_config=mock, seed=s.seed, run_dir=run_dir,
+            counters=s.counters)
 
 
 @dataclass
@@ -138,6 +142,9 @@ class Endpoints:
     # secrets for Redis / Postgres clients (a password, a TLS CA): keyword arguments, never in a URL or DSN
     redis_options: dict[str, Any] = field(default_factory=dict, repr=False)
     postgres_options: dict[str, Any] = field(default_factory=dict, repr=False)
+    # where the proxies keep their spend counters: "redis", or "memory" (their config has no cache: Redis runs but
+    # holds no counter; StackSpec.counters)
+    counters: str = "redis"
 
     def public(self) -> dict[str, Any]:
         """Everything but the secrets (for meta.json and the console)."""
@@ -150,7 +157,8 @@ class Endpoints:
         lines = [f"LiteLLM {self.build or self.version} ({self.backend}), {len(self.proxy_urls)} replica(s):"]
         lines += [f"  proxy[{i}]  {url}" for i, url in enumerate(self.proxy_urls)]
         lines += [f"  redis     {self.redis_url}" + (f"  (direct: {self.redis_direct_url})"
-                                                     if self.redis_direct_url != self.redis_url else ""),
+                                                     if self.redis_direct_url != self.redis_url else "")
+                  + ("  (not used by the proxies: counters in process memory)" if self.counters == "memory" else ""),
                   f"  postgres  {self.postgres_dsn}",
                   f"  mock llm  {self.mock_url}",
                   "  master key: kept in the stack's state folder (0600), not printed"]
@@ -244,6 +252,17 @@ class RedisFaults(Protocol):
 
     def redis_fault(self, kind: str, **params: Any) -> None:
         """Replace the active Redis fault; kinds and params: harness/nemesis (the registry); "none" clears."""
+        ...
+
+
+@runtime_checkable
+class PostgresControl(Protocol):
+    """The harness may put pressure on the stack's own Postgres (lock tables, take connections): the
+    `postgres_pressure` fault kind. A deployment the harness did not start never has it."""
+
+    def postgres_admin_dsn(self) -> str:
+        """A DSN with the rights to LOCK the LiteLLM tables and see/terminate sessions (the stack's own
+        database; secrets, if any, travel in `Endpoints.postgres_options`)."""
         ...
 
 

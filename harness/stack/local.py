@@ -194,7 +194,7 @@ class LocalStack:
             postgres_dsn=pg.dsn, mock_url=mock_url, master_key=master_key, version=spec.version,
             build=env.version, backend=self.backend, redis_fault_url=relay_url,
             budget_id=DEFAULT_BUDGET_ID if spec.default_budget is not None else None,
-            redis_namespace=spec.litellm_settings.get("namespace"))
+            redis_namespace=spec.litellm_settings.get("namespace"), counters=spec.counters)
         if spec.default_budget is not None:
             create_default_budget(endpoints, spec.default_budget)
         timings["total_s"] = time.monotonic() - started
@@ -323,6 +323,9 @@ class LocalStack:
     def flush_redis(self) -> None:
         self._require_up()
         self._redis().flush()
+
+    def postgres_admin_dsn(self) -> str:
+        return self._require_up().postgres_dsn      # the stack's own server, its superuser
 
     def logs(self) -> dict[str, Path]:
         return {name: Path(rec.log) for name, rec in self._group.records.items() if rec.log}

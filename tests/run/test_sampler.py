@@ -253,3 +253,21 @@ def test_a_shared_deployment_is_read_with_plain_commands_and_only_the_runs_users
     assert not any(name.startswith(("cmdstat_eval", "cmdstat_script")) for name in stats), sorted(stats)
     assert "cmdstat_scan" in stats
     assert not (run / COUNTERS_FILE).exists() and not (run / "spend-counters-final.csv").exists()
+
+
+def test_counters_in_memory_read_no_redis_and_only_db_spend(data: tuple[redis.Redis, str], tmp_path: Path) -> None:
+    """counters: memory — the proxies' counters live in their own processes: the sampler reads no Redis (a dead
+    Redis URL does no harm), samples.csv has DB spend with an empty counter, no counters.csv / final dump."""
+    r, dsn = data
+    _seed(r, dsn, {"eu-0001": 9.0}, {"eu-0001": 0.5, "eu-0002": 1.5})
+    r.set("spend:key:abc", "9")
+    sampler = Sampler("redis://127.0.0.1:1/0", dsn, tmp_path, 1.0, entities={"key": ["abc"]}, in_memory=True)
+    try:
+        assert sampler.sample_once() == 2
+    finally:
+        sampler.stop()
+    assert sampler.errors == 0 and sampler.status()["in_memory"] is True
+    rows = {row["end_user"]: row for row in _rows(tmp_path)}
+    assert {u: (row["redis_counter"], row["counter_ttl"], row["db_spend"]) for u, row in rows.items()} == \
+        {"eu-0001": ("", "", "0.5"), "eu-0002": ("", "", "1.5")}
+    assert not (tmp_path / COUNTERS_FILE).exists() and not (tmp_path / "spend-counters-final.csv").exists()

@@ -116,7 +116,7 @@ def test_an_unreachable_database_is_a_reason_not_a_crash(tmp_path: Path) -> None
 # -- the stage that runs it ------------------------------------------------------------------------------
 class _FakeSampler:
     samples, errors, last_error, last_duration_s = 3, 0, None, 0.01
-    other_truncated, last_kind_rows = 0, 0
+    other_truncated, last_kind_rows, in_memory = 0, 0, False
 
     def sample_once(self) -> int:
         return 0

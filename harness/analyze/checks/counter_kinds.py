@@ -101,6 +101,22 @@ def judge_kinds(ctx: Context) -> CounterKindsResult:
     return out
 
 
+def probe_evidence(ctx: Context) -> dict[str, Any]:
+    """What the in-process probe did (probes.csv) and what it cost the load."""
+    from harness.analyze.classify import PROBE_ARTIFACT
+
+    p = ctx.data.probes
+    read = p["counter"].notna() & (p["admitted"].fillna(0) != 1)
+    failed = p.loc[~read]
+    gap = (p["counter"] - p["db_spend"]).loc[read].dropna()
+    return {"rounds": int(p["round"].nunique()), "reads": int(read.sum()), "failed": len(failed),
+            "admitted": int((p["admitted"].fillna(0) == 1).sum()),
+            "entities": int(p["id"].nunique()), "replicas": int(p["replica"].nunique()),
+            "first_error": str(failed["error"].iloc[0])[:200] if len(failed) else None,
+            "max_counter_minus_db": num(gap.max()) if len(gap) else None,
+            "load_rejections": int((ctx.requests["detail"] == PROBE_ARTIFACT).sum())}
+
+
 def _plural(kind: str, n: int) -> str:
     return f"{n} {kind}{'' if n == 1 else 's'}"
 
@@ -135,12 +151,16 @@ class CounterKinds(Check):
                 findings.append(f"{_plural(kind, len(ot))} held orphaned reservations on spend:{kind}:* (Σ of each "
                                 f"one's largest excess {money(float(ot['max_excess'].sum()))}) after every request "
                                 "that could hold them had ended")
+            source = "probes.csv" if ctx.data.counter_source == "probe" else "counters.csv"
             if not k.drain.ran and len(ctx.requests) >= MIN_REQUESTS and k.inflation.counters_observed:
                 blockers.append(f"the drain check of the run's {kind}s could not run: {k.drain.why_not}")
-            if not k.inflation.counters_observed and not k.phantom.budget_rejections_end_user and \
+            if ctx.data.counters_in_memory and not k.inflation.counters_observed:
+                notes.append(f"the run's {kind}s' counters live in process memory and no probe read them "
+                             f"({source}): judged by their rejections only")
+            elif not k.inflation.counters_observed and not k.phantom.budget_rejections_end_user and \
                     len(ctx.requests) >= MIN_REQUESTS and version_has_counters(ctx.data.version):
                 blockers.append(f"no spend:{kind}:* counter of the run's {_plural(kind, len(k.entities))} was "
-                                "observed (counters.csv) and no budget rejection named one")
+                                f"observed ({source}) and no budget rejection named one")
             small = k.drain.within_billing
             if len(small):
                 notes.append(f"{_plural(kind, len(small))} kept a counter above the true spend after the drain by up "
@@ -149,7 +169,9 @@ class CounterKinds(Check):
                 passed.append(f"after the drain all {len(k.drain.table)} spend:{kind}:* counter(s) of the run lie "
                               "within the true-spend band; no orphaned reservation on them")
         ev: dict[str, Any] = {"kinds": {kind: k.evidence() for kind, k in res.kinds.items()},
-                              "observed": res.observed}
+                              "observed": res.observed, "counter_source": ctx.data.counter_source}
+        if len(ctx.data.probes):
+            ev["probe"] = probe_evidence(ctx)
         return CheckResult(findings=findings, blockers=blockers, notes=notes, passed=passed, evidence=ev,
                            summary=self._summary(res), data=res)
 
@@ -176,6 +198,17 @@ class CounterKinds(Check):
 
     def report_rows(self, section: dict[str, Any]) -> list[tuple[str, str]]:
         rows: list[tuple[str, str]] = []
+        pr = section.get("probe")
+        if section.get("counter_source") == "probe" or pr:
+            where = ("process memory (counters: memory), read by the in-process probe"
+                     if section.get("counter_source") == "probe" else "Redis (sampled); the probe read them too")
+            line = f"{where}: {pr['reads']} reads of {pr['entities']} key(s) through {pr['replicas']} replica(s) " \
+                   f"in {pr['rounds']} rounds" if pr else where
+            if pr and pr.get("failed"):
+                line += f"; {pr['failed']} probe(s) read nothing ({pr.get('first_error') or '–'})"
+            if pr and pr.get("load_rejections"):
+                line += f"; {pr['load_rejections']} load request(s) met a probed budget of 0 (not counted)"
+            rows.append(("counter evidence", line))
         for kind, k in section.get("kinds", {}).items():
             dr, ph, orph = k["drain"], k["phantom"], k["orphans"]
             head = f"{kind} counters ({k['entities']} of the run's)"

@@ -21,6 +21,9 @@ from harness.analyze.report import secs
 from harness.analyze.truespend import count_overlapping
 from harness.util.fmt import money
 
+MEMORY_WHY_NOT = ("the end users' counters live in process memory (counters: memory) and cannot be read (the "
+                  "probe reads the run's keys)")
+
 
 @dataclass
 class DrainResult:
@@ -81,6 +84,8 @@ class DrainResult:
 
 def judge_drain(ctx: Context, inflation: InflationResult) -> DrainResult:
     rows = inflation.rows
+    if ctx.data.counters_in_memory and not inflation.counters_observed:
+        return DrainResult(ran=False, why_not=MEMORY_WHY_NOT)
     post = rows.frame((rows.t >= ctx.t_load_end) & (rows.code >= 0), ctx.t0)
     if not len(post):
         why = "no samples after the load ended" if len(rows) else "no samples at all"
@@ -169,7 +174,7 @@ class Drain(Check):
                          f"{money(float(small['excess'].max()))} (Σ {money(float(small['excess'].sum()))}): within "
                          f"the billing disagreement that explains it (measured {money(b.measured)}, token rounding "
                          f"{money(b.per_call_rounding_max)} per call), not a leaked reservation")
-        if not dr.ran and len(ctx.requests) >= MIN_REQUESTS:
+        if not dr.ran and len(ctx.requests) >= MIN_REQUESTS and dr.why_not != MEMORY_WHY_NOT:
             blockers.append(f"the drain check could not run: {dr.why_not}")
         elif dr.ran and not len(dr.table) and dr.counters_absent and inflation.counters_observed:
             # counters existed during the run but none was left to check (expired: 60 s TTL), e.g. a fault window

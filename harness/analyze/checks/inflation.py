@@ -157,13 +157,20 @@ class Inflation(Check):
             notes.append(f"LiteLLM {ctx.data.version} keeps no spend:end_user counter (budget reservations first "
                          "ship in 1.84.0): there is no reservation to leak")
         budget_rejections = int((ctx.requests["cls"] == BUDGET).sum())
+        in_memory = ctx.data.counters_in_memory and not infl.counters_observed
+        if in_memory and len(ctx.data.counters) and ctx.data.counters["redis_counter"].notna().any():
+            notes.append(memory_note(ctx))
+        elif in_memory and len(ctx.requests) >= MIN_REQUESTS:
+            blockers.append(memory_note(ctx) + ": no counter shows whether a reservation leaked")
         if not infl.counters_observed and not budget_rejections and len(ctx.requests) >= MIN_REQUESTS \
-                and not counterless:
+                and not counterless and not in_memory:
             blockers.append(_no_counter_reason(ctx))
         ev = infl.evidence(ctx)
-        summary = {"counters_observed": infl.counters_observed,
-                   "max_inflation_usd": (ev.get("total_max_counter_minus_true_high") or {}).get("value"),
-                   "user_max_inflation_usd": (ev.get("user_max_counter_minus_true_high") or {}).get("value")}
+        ev["counter_source"] = ctx.data.counter_source
+        summary: dict[str, Any] = {
+            "counter_source": ctx.data.counter_source, "counters_observed": infl.counters_observed,
+            "max_inflation_usd": (ev.get("total_max_counter_minus_true_high") or {}).get("value"),
+            "user_max_inflation_usd": (ev.get("user_max_counter_minus_true_high") or {}).get("value")}
         return CheckResult(blockers=blockers, notes=notes, evidence=ev, summary=summary, data=infl)
 
     def plot(self, ctx: Context, done: Results, path: Path) -> None:
@@ -191,6 +198,15 @@ class Inflation(Check):
                      f"{infl['db_behind_lagged_truth_rows']:,} sample(s), ahead of the truth in "
                      f"{infl['db_ahead_of_truth_rows']:,}"))
         return rows
+
+
+def memory_note(ctx: Context) -> str:
+    """What a run whose proxies kept their counters in process memory can say about the end users' counters."""
+    reads = int(ctx.data.counters["redis_counter"].notna().sum()) if len(ctx.data.counters) else 0
+    return ("counters in process memory (scenario counters: memory): no proxy has a Redis cache, so no end-user "
+            "counter can be read from outside its process and the end users are judged by their rejections only; "
+            + (f"the run's keys are judged by the in-process probe's reads (probes.csv: {reads} rounds × keys read)"
+               if reads else "the in-process probe read no counter (scenario `probe`, probes.csv)"))
 
 
 def _no_counter_reason(ctx: Context) -> str:

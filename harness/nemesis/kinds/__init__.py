@@ -3,6 +3,6 @@
 A new family module is one more import here; a new kind in a family is one class plus one `register(...)` line.
 """
 
-from harness.nemesis.kinds import mock, redis, redis_data, replica
+from harness.nemesis.kinds import mock, postgres, redis, redis_data, replica
 
-__all__ = ["mock", "redis", "redis_data", "replica"]
+__all__ = ["mock", "postgres", "redis", "redis_data", "replica"]

@@ -266,6 +266,7 @@ class ComposeStack:
         return found[0]
 
     def preflight(self, spec: StackSpec) -> None:
+        _counters_in_redis(spec)
         self.client()           # no engine: one line, exit 2
         self.compose_cmd()      # no Compose v2 binary: one line, exit 2
 
@@ -285,6 +286,7 @@ class ComposeStack:
     # -- up -----------------------------------------------------------------------------------------
     def up(self, spec: StackSpec, console: Console | None = None) -> Endpoints:
         self._console = console
+        _counters_in_redis(spec)
         self.client()            # no engine: one line, exit 2, nothing written yet
         self.compose_cmd()
         if self.containers():
@@ -653,3 +655,11 @@ def _host_pid(container: Any) -> dict[str, int]:
     """{"pid": the host pid of a running container's first process} (the CPU meter measures its tree), or {}."""
     pid = (getattr(container, "attrs", None) or {}).get("State", {}).get("Pid")
     return {"pid": pid} if isinstance(pid, int) and pid > 0 else {}
+
+
+def _counters_in_redis(spec: StackSpec) -> None:
+    """`counters: memory` (proxies without a Redis cache) is a local-backend mode (not wired into the Compose
+    files, their readiness and the Toxiproxy faults): refused before anything starts."""
+    if spec.counters != "redis":
+        raise HarnessError(f"counters: {spec.counters} runs on the local backend only",
+                           "use --backend local (or counters: redis)")

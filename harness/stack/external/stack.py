@@ -61,6 +61,9 @@ class ExternalStack:
         """Refuse (HarnessError) a target that is not all reachable, runs another LiteLLM version than the
         scenario, or prices the scenario's model differently. Reads only."""
         target = self._need_target()
+        if spec.counters != "redis":
+            raise HarnessError(f"counters: {spec.counters}: the external backend runs what the target runs and reads "
+                               "its counters from Redis", "use the local backend for counters: memory")
         if spec.candidate is not None and spec.candidate.kind != "pypi":
             raise HarnessError("the external backend runs what the target runs: a candidate build cannot be "
                                "installed there", "deploy the candidate, then run with --litellm <its version>")
