@@ -108,6 +108,8 @@ class Summary(BaseModel):
     kind_orphaned_usd: float | None = None
     kind_max_ratio: float | None = None         # largest counter / max(true spend, DB spend) of one key or team
                                                 # after the drain (N× inflation)
+    kind_unheld_entities: int | None = None     # probed in-process counters (counters: memory) read above the true
+    kind_unheld_usd: float | None = None        # spend by more than the requests in flight could hold (Σ worst)
     # fault coverage: fault windows that errored or never started (None: the run folder does not record it)
     fault_problems: int | None = None
     # completeness: blockers + vetoes about missing evidence (interrupted run, ground truth, sampler gaps)

@@ -42,16 +42,21 @@ def _true(b: RunBuilder, key: int, t: float) -> float:
     return sum(cost() for c in b.ledger if KEY_OF[c["end_user"]] == key and c["t_end"] - T0 <= t)
 
 
-def _probes(b: RunBuilder, leak: dict[int, tuple[float, float]] | None = None, until: float = 80.0) -> None:
-    """probes.csv every 5 s: through replica 0 each key's counter = its true spend (+ a leak from a time on), through
-    replica 1 a smaller one (its own counter saw less); DB spend = the true spend 10 s before."""
+def _probes(b: RunBuilder, leak: dict[int, tuple[float, float]] | None = None, until: float = 80.0,
+            bump: dict[int, tuple[float, float, float]] | None = None) -> None:
+    """probes.csv every 5 s: through replica 0 each key's counter = its true spend (+ a leak from a time on, + a
+    `bump` from a time to a time), through replica 1 a smaller one (its own counter saw less); DB spend = the true
+    spend 10 s before."""
     leak = leak or {}
+    bump = bump or {}
     rows: list[dict[str, Any]] = []
     for n, t in enumerate(range(5, int(until) + 1, 5)):
         for key in (0, 1):
             true = _true(b, key, t)
             extra_from, extra = leak.get(key, (float("inf"), 0.0))
-            for replica, counter in ((0, true + (extra if t >= extra_from else 0.0)), (1, true / 2)):
+            b_from, b_to, b_extra = bump.get(key, (float("inf"), 0.0, 0.0))
+            extra_now = (extra if t >= extra_from else 0.0) + (b_extra if b_from <= t < b_to else 0.0)
+            for replica, counter in ((0, true + extra_now), (1, true / 2)):
                 rows.append({"t": T0 + t + 0.01 * replica, "round": n, "kind": "key", "id": TOKENS[key],
                              "name": f"key-mem-{key}", "replica": replica, "status": 400, "counter": counter,
                              "printed_budget": 0.0, "includes_reservation": 0, "db_spend": _true(b, key, t - 10),
@@ -117,6 +122,42 @@ def test_a_probed_key_counter_above_its_band_is_a_leak(tmp_path: Path) -> None:
     assert any("key-mem-0" in r and "leaked reservations" in r for r in res.reasons)
     key = res.evidence["counter_kinds"]["kinds"]["key"]
     assert key["drain"]["leaked_total"] == pytest.approx(0.05)
+
+
+def test_a_probed_counter_above_what_its_requests_in_flight_could_hold_is_a_leak(tmp_path: Path) -> None:
+    # #40050's doubled seed: for two rounds the counter reads its DB spend too high, then a reseed brings it back
+    # — nothing is left at the drain, and the load never stopped, so the orphan check has no free reading
+    b = _run(tmp_path, expect="reproduced")
+    run = b.write()
+    _probes(b, bump={0: (30.0, 40.0, 5.0)})
+    res = analyze(run, plots=False)
+    assert res.verdict == "REPRODUCED" and res.exit_code == 0, res.reasons
+    assert any("key-mem-0" in r and "owned by no request" in r for r in res.reasons)
+    unheld = res.evidence["counter_kinds"]["kinds"]["key"]["unheld"]
+    assert unheld["entities"] == 1 and unheld["worst"]["end_user"] == "key-mem-0"
+    assert unheld["worst"]["beyond"] == pytest.approx(5.0 - unheld["worst"]["in_flight"]
+                                                       * unheld["worst"]["per_reservation"], abs=0.02)
+    assert res.evidence["counter_kinds"]["kinds"]["key"]["drain"]["leaked_users"] == 0
+    assert res.summary.kind_unheld_entities == 1
+
+
+def test_a_probed_excess_the_requests_in_flight_could_hold_is_not_a_leak(tmp_path: Path) -> None:
+    b = _run(tmp_path)
+    b.ok(28.0, "eu-0", dur=14.0)          # a long answer of key 0 in flight at the readings of 30 s and 35 s
+    b.requests[-1]["key"] = 0
+    run = b.write()
+    per_res = min(0.5, base_scenario_reservation(b))
+    _probes(b, bump={0: (30.0, 40.0, 0.9 * per_res)})     # less than the one reservation that request may hold
+    res = analyze(run, plots=False)
+    unheld = res.evidence["counter_kinds"]["kinds"]["key"]["unheld"]
+    assert unheld["entities"] == 0 and unheld["samples_judged"] > 0
+    assert res.verdict == "NOT REPRODUCED", res.reasons
+
+
+def base_scenario_reservation(b: RunBuilder) -> float:
+    from harness.analyze.load import load_run as _load
+
+    return float(_load(b.root).scenario.max_reservation(end_user_cap=False))
 
 
 def test_a_memory_run_without_any_probe_read_gives_no_clean_verdict(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 from harness.analyze.checker import Check, CheckResult, Results, prerequisite
 from harness.analyze.checks.drain import DrainResult, judge_drain
 from harness.analyze.checks.inflation import InflationResult, measure_inflation, version_has_counters
-from harness.analyze.checks.orphans import OrphanResult, judge_orphans
+from harness.analyze.checks.orphans import OrphanResult, UnheldResult, judge_orphans, judge_unheld
 from harness.analyze.checks.phantom import PhantomResult, judge_rejections
 from harness.analyze.checks.sanity import MIN_REQUESTS
 from harness.analyze.context import Context
@@ -40,6 +40,7 @@ class KindResult:
     phantom: PhantomResult
     drain: DrainResult
     orphans: OrphanResult
+    unheld: UnheldResult | None = None     # probed in-process counters only (see judge_kinds)
 
     def per_entity(self) -> list[dict[str, Any]]:
         """One row per entity: budget, counter / DB / true spend at the drain sample, leaked, phantoms, ratio."""
@@ -74,6 +75,7 @@ class KindResult:
                 "counters_observed": self.inflation.counters_observed, "inflation": self.inflation.evidence(self.view),
                 "phantom": self.phantom.evidence(self.view), "drain": self.drain.evidence(self.view),
                 "orphans": self.orphans.evidence(), "max_ratio_after_drain": num(self.max_ratio()),
+                "unheld": self.unheld.evidence() if self.unheld is not None else None,
                 "per_entity": self.per_entity()}
 
 
@@ -95,9 +97,13 @@ def judge_kinds(ctx: Context) -> CounterKindsResult:
         if view is None:
             continue
         infl = measure_inflation(view)
+        # A probe reads an in-process counter while the load runs, so a reading with nothing in flight (what the
+        # orphan check judges) is rare; its readings are also judged against what the requests in flight could
+        # hold. Redis-sampled counters keep the orphan check alone (this bound is not applied to them yet).
+        unheld = judge_unheld(view, infl) if ctx.data.counter_source == "probe" else None
         out.kinds[kind] = KindResult(kind=kind, entities=entities[kind], view=view, inflation=infl,
                                      phantom=judge_rejections(view, infl), drain=judge_drain(view, infl),
-                                     orphans=judge_orphans(view, infl))
+                                     orphans=judge_orphans(view, infl), unheld=unheld)
     return out
 
 
@@ -151,6 +157,14 @@ class CounterKinds(Check):
                 findings.append(f"{_plural(kind, len(ot))} held orphaned reservations on spend:{kind}:* (Σ of each "
                                 f"one's largest excess {money(float(ot['max_excess'].sum()))}) after every request "
                                 "that could hold them had ended")
+            ut = k.unheld.table if k.unheld is not None else None
+            if ut is not None and len(ut):
+                w = ut.loc[ut["beyond"].idxmax()]
+                findings.append(
+                    f"{_plural(kind, len(ut))}: a probed counter stood above the true spend by more than every "
+                    f"request in flight could hold (worst {w['end_user']} at {secs(w['at'])}: counter "
+                    f"{money(w['counter'])} vs true spend/DB ≤ {money(w['reference'])}, {int(w['in_flight'])} "
+                    f"request(s) in flight × {money(w['per_reservation'])}: {money(w['beyond'])} owned by no request)")
             source = "probes.csv" if ctx.data.counter_source == "probe" else "counters.csv"
             if not k.drain.ran and len(ctx.requests) >= MIN_REQUESTS and k.inflation.counters_observed:
                 blockers.append(f"the drain check of the run's {kind}s could not run: {k.drain.why_not}")
@@ -165,6 +179,9 @@ class CounterKinds(Check):
             if len(small):
                 notes.append(f"{_plural(kind, len(small))} kept a counter above the true spend after the drain by up "
                              f"to {money(float(small['excess'].max()))}: within the billing disagreement, not a leak")
+            if ut is not None and not len(ut) and k.unheld is not None and k.unheld.samples_judged:
+                passed.append(f"every one of {k.unheld.samples_judged} probe reading(s) of the run's {kind}s lies "
+                              "within the true spend plus what its requests in flight could hold")
             if k.drain.ran and not len(lk) and not len(ot):
                 passed.append(f"after the drain all {len(k.drain.table)} spend:{kind}:* counter(s) of the run lie "
                               "within the true-spend band; no orphaned reservation on them")
@@ -190,6 +207,10 @@ class CounterKinds(Check):
                                          if len(k.orphans.table))),
             "kind_max_ratio": num(max(ratios)) if ratios else None,
         }
+        unheld = [k.unheld.table for k in res.kinds.values() if k.unheld is not None]
+        if unheld:
+            out["kind_unheld_entities"] = sum(len(t) for t in unheld)
+            out["kind_unheld_usd"] = num(sum(float(t["beyond"].max()) for t in unheld if len(t)))
         for kind in ("key", "team"):
             if kind in leaked:
                 v = leaked[kind]

@@ -58,6 +58,7 @@ class SampleExcess:
     excess: np.ndarray
     reference: np.ndarray
     limit: np.ndarray
+    held: np.ndarray        # requests of the same code that could hold a reservation at that sample
 
 
 def sample_excess(ctx: Context, inflation: InflationResult, users: np.ndarray | None = None) -> SampleExcess | None:
@@ -84,7 +85,50 @@ def sample_excess(ctx: Context, inflation: InflationResult, users: np.ndarray | 
     reference = np.fmax(rows.high[sel], rows.db[sel])       # a counter equal to DB spend is billing
     return SampleExcess(sel=sel, codes=codes, t=t, exists=exists, free=(held == 0) & exists,
                         excess=counter - reference, reference=reference,
-                        limit=tolerance(reference) + ctx.billing.allowance(codes))
+                        limit=tolerance(reference) + ctx.billing.allowance(codes), held=held)
+
+
+@dataclass
+class UnheldResult:
+    """Counter readings above the true spend by more than every request in flight could hold (each at most one
+    reservation of the run's largest estimate, capped by the budget): an excess no request owns, read while the
+    load was running. One row per entity (end_user names it): its worst reading."""
+
+    table: pd.DataFrame = field(default_factory=pd.DataFrame)
+    samples_judged: int = 0
+
+    def evidence(self) -> dict[str, Any]:
+        t = self.table
+        return {"samples_judged": self.samples_judged, "entities": len(t),
+                "excess_usd": num(t["beyond"].sum()) if len(t) else 0.0,
+                "worst": row_dict(t.loc[t["beyond"].idxmax()]) if len(t) else None}
+
+
+def judge_unheld(ctx: Context, inflation: InflationResult) -> UnheldResult:
+    """The orphan check's bound widened to readings with requests in flight: counter − max(true high, DB) beyond
+    (requests in flight × one reservation each) + the float tolerance + the billing allowance."""
+    se = sample_excess(ctx, inflation)
+    if se is None:
+        return UnheldResult()
+    budget = ctx.budget_by_code[np.maximum(se.codes, 0)] if len(ctx.budget_by_code) else np.full(len(se.codes),
+                                                                                                  np.nan)
+    per_res = np.minimum(ctx.max_reservation, np.nan_to_num(budget, nan=np.inf))
+    beyond = se.excess - se.held * per_res
+    found = se.exists & (beyond > se.limit)
+    out = UnheldResult(samples_judged=int(se.exists.sum()))
+    rows: list[dict[str, Any]] = []
+    for code in np.unique(se.codes[found]):
+        idx = np.flatnonzero(found & (se.codes == code))
+        worst = idx[np.argmax(beyond[idx])]
+        rows.append({"code": int(code), "first": float(se.t[idx[0]]) - ctx.t0, "readings": len(idx),
+                     "at": float(se.t[worst]) - ctx.t0, "counter": float(se.excess[worst] + se.reference[worst]),
+                     "reference": float(se.reference[worst]), "in_flight": int(se.held[worst]),
+                     "per_reservation": float(per_res[worst]), "beyond": float(beyond[worst])})
+    if rows:
+        table = pd.DataFrame(rows)
+        table.insert(0, "end_user", ctx.names(table["code"].to_numpy()))
+        out.table = table.drop(columns="code").reset_index(drop=True)
+    return out
 
 
 def judge_orphans(ctx: Context, inflation: InflationResult) -> OrphanResult:
