@@ -83,7 +83,9 @@ def test_seed_family_run_with_workers_on_two_other_hosts(tmp_path: Path) -> None
             # exactly the mock's calls, and each worker host sent real traffic across its own veth link
             requests = pd.read_csv(out / "requests.csv")
             ledger = pd.read_csv(out / "ledger.csv")
-            assert len(requests) > 300 and requests["request_id"].is_unique
+            # how many depends on the machine's speed (CI once made 280 in the same 60 s): what this test checks is
+            # that the load flowed through both worker hosts and the master, not its rate (bench_external_hosts.py)
+            assert len(requests) > 100 and requests["request_id"].is_unique
             assert set(ledger["request_id"]) <= set(requests["request_id"])     # no upstream call without its row
             for h in (h2, h3):
                 assert (out / f"locust-worker-{(h2, h3).index(h) + 1}.log").exists()
