@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.load.config import DRAIN_MARGIN_S, LoadConfig
-from harness.load.launch import LOCUST_LOG, PROC_NAME, locust_args, prepare_run_dir, stop_timeout_s
+from harness.load.launch import LOCUST_LOG, PROC_NAME, default_sigint, locust_args, prepare_run_dir, stop_timeout_s
 from harness.util.procs import stop_group
 
 if TYPE_CHECKING:
@@ -207,4 +207,4 @@ def _start(cmd: list[str], log: Path, env: dict[str, str], cwd: Path) -> subproc
     with open(log, "ab") as log_fh:
         return subprocess.Popen(  # noqa: S603 - the command is built above
             cmd, stdout=log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=cwd,
-            start_new_session=True)
+            start_new_session=True, preexec_fn=default_sigint)

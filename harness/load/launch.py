@@ -30,6 +30,14 @@ LOCUST_LOG = "locust.log"
 BUDGET_ANY = re.compile(r"Budget has been exceeded|ExceededBudget|over budget|budget_exceeded", re.IGNORECASE)
 
 
+def default_sigint() -> None:
+    """In the child, before exec: SIGINT back to its default. An ignored SIGINT is inherited through fork and exec
+    (a harness started as a background job of a non-interactive shell has it ignored), and Python then leaves it
+    ignored, so `stop()`'s SIGINT would not reach Locust: seen in a CI run, where the master only ended at the
+    SIGTERM after the stop's deadline (58 s)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def stop_timeout_s(config: LoadConfig) -> int:
     """Locust's --stop-timeout: in-flight requests may finish (the client timeout + 2 s unless configured)."""
     return math.ceil(config.stop_timeout_s if config.stop_timeout_s is not None else config.client_timeout_s + 2)
@@ -121,7 +129,7 @@ def run_locust(config: LoadConfig, run_dir: Path, processes: int = 1, stages: li
     with open(run_dir / LOCUST_LOG, "ab") as log_fh:
         proc = subprocess.Popen(  # noqa: S603 - the command is built above
             cmd, stdout=log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=run_dir,
-            start_new_session=True)
+            start_new_session=True, preexec_fn=default_sigint)
     return LocustHandle(proc=proc, config=config)
 
 
