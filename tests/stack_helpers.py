@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TypeVar
 
 import psutil
+import pytest
+
+from harness.litellm import env as litellm_env
 
 T = TypeVar("T")
 
@@ -63,3 +69,23 @@ def descendants_of_recorded(pgids: list[int]) -> list[int]:
         except (ProcessLookupError, psutil.Error):
             continue
     return found
+
+
+def skip_unless_built(version: str) -> None:
+    """Skip (with the command that builds it) when LiteLLM `version`'s environment is not cached; CI builds every
+    version its end-to-end tests name (.ci/run)."""
+    if not any(env.version == version for env in litellm_env.cached()):
+        pytest.skip(f"LiteLLM {version} environment not built (`harness env build {version}`; CI: .ci/run)")
+
+
+@contextlib.contextmanager
+def serve_http(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """`handler` served on a free loopback port in a thread; yields its base URL, shuts it down after."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -6,10 +6,9 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import threading
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from harness.load import keys
 from harness.load.client import ChatClient, RequestPlanner
 from harness.load.config import LoadConfig
 from harness.run.runfolder import REQUESTS_COLUMNS
+from tests.stack_helpers import serve_http
 
 MASTER = "sk-master-for-tests-0123456789"
 
@@ -77,14 +77,8 @@ class _Recorder(BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[str]:
     _Recorder.seen = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serve_http(_Recorder) as url:
+        yield url
 
 
 def test_the_client_sends_the_planned_key_and_records_its_index(server: str) -> None:

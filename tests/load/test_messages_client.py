@@ -7,12 +7,11 @@ from __future__ import annotations
 import csv
 import json
 import random
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from harness.mockllm import MockControl
 from harness.run.runfolder import REQUESTS_COLUMNS, REQUESTS_FILE
 from harness.util.procs import group_alive
 from tests.mockllm.test_mockllm import Mock, start_mock, stop_mock
+from tests.stack_helpers import serve_http
 
 MASTER = "sk-master-for-tests-0123456789"
 BUDGET = "Budget has been exceeded! EndUser=over-1 Current cost: 111.29, Max budget: 100.0"
@@ -154,14 +154,8 @@ class _Proxy(BaseHTTPRequestHandler):
 @pytest.fixture
 def proxy() -> Iterator[str]:
     _Proxy.seen = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Proxy)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serve_http(_Proxy) as url:
+        yield url
 
 
 def test_what_the_proxy_gets_and_budget_rejections(proxy: str) -> None:

@@ -18,13 +18,12 @@ import yaml
 from rich.console import Console
 
 from harness.analyze import analyze
-from harness.litellm import env as litellm_env
 from harness.load.keys import key_index_for
 from harness.run.experiment import RunOptions, run_scenario
 from harness.run.runfolder import PROBES_COLUMNS
 from harness.scenario.model import load_scenario
 from harness.stack.local import LocalStack
-from tests.stack_helpers import descendants_of_recorded, searchable_tmp
+from tests.stack_helpers import descendants_of_recorded, searchable_tmp, skip_unless_built
 
 pytestmark = pytest.mark.e2e
 SCENARIO = Path(__file__).parents[1] / "data" / "memory-probe.yaml"
@@ -32,8 +31,7 @@ SCENARIO = Path(__file__).parents[1] / "data" / "memory-probe.yaml"
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory: pytest.TempPathFactory):
-    if not any(env.version == "1.88.1" for env in litellm_env.cached()):
-        pytest.skip("LiteLLM 1.88.1 environment not built (`harness env build 1.88.1`)")
+    skip_unless_built("1.88.1")
     state = searchable_tmp("memprobe-state")
     os.environ["HARNESS_STATE_DIR"] = str(state)
     out = tmp_path_factory.mktemp("run") / "folder"

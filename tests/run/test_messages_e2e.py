@@ -14,10 +14,9 @@ import pytest
 import yaml
 from rich.console import Console
 
-from harness.litellm import env as litellm_env
 from harness.run.experiment import RunOptions, run_scenario
 from harness.run.runfolder import LEDGER_COLUMNS, REQUESTS_COLUMNS
-from tests.stack_helpers import searchable_tmp
+from tests.stack_helpers import searchable_tmp, skip_unless_built
 
 pytestmark = pytest.mark.e2e
 SCENARIO = Path(__file__).parents[1] / "data" / "e2e-messages.yaml"
@@ -25,8 +24,7 @@ SCENARIO = Path(__file__).parents[1] / "data" / "e2e-messages.yaml"
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory: pytest.TempPathFactory):
-    if not any(env.version == "1.94.0" for env in litellm_env.cached()):
-        pytest.skip("LiteLLM 1.94.0 environment not built (harness env build 1.94.0)")
+    skip_unless_built("1.94.0")
     os.environ["HARNESS_STATE_DIR"] = str(searchable_tmp("run-state"))
     out = tmp_path_factory.mktemp("run") / "folder"
     try:

@@ -10,12 +10,11 @@ import pytest
 import redis
 from rich.console import Console
 
-from harness.litellm import env as litellm_env
 from harness.run.experiment import RunOptions, run_scenario
 from harness.run.runfolder import FAULTS_COLUMNS, LEDGER_COLUMNS, REQUESTS_COLUMNS, SAMPLES_COLUMNS
 from harness.run.sampler import Sampler, read_counters
 from harness.stack.local import LocalStack
-from tests.stack_helpers import descendants_of_recorded, searchable_tmp
+from tests.stack_helpers import descendants_of_recorded, searchable_tmp, skip_unless_built
 
 pytestmark = pytest.mark.e2e
 SCENARIO = Path(__file__).parents[1] / "data" / "e2e-run.yaml"
@@ -23,8 +22,7 @@ SCENARIO = Path(__file__).parents[1] / "data" / "e2e-run.yaml"
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory: pytest.TempPathFactory):
-    if not any(env.version == "1.84.0" for env in litellm_env.cached()):
-        pytest.skip("LiteLLM 1.84.0 environment not built (make setup builds it)")
+    skip_unless_built("1.84.0")
     state = searchable_tmp("run-state")
     import os
 

@@ -22,8 +22,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.litellm import env as litellm_env
-from tests.stack_helpers import searchable_tmp
+from tests.stack_helpers import searchable_tmp, skip_unless_built
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -54,8 +53,7 @@ def dirs(tmp_path: Path) -> Iterator[dict[str, str]]:
 @pytest.mark.parametrize(("version", "verdict"), [("1.84.0", "REPRODUCED"), ("1.108.7", "NOT REPRODUCED")])
 def test_minimal_through_the_external_backend(dirs: dict[str, str], tmp_path: Path, version: str,
                                               verdict: str) -> None:
-    if not any(e.version == version for e in litellm_env.cached()):
-        pytest.skip(f"LiteLLM {version} environment not built (make setup builds it)")
+    skip_unless_built(version)
     env, name = dirs, "ext-e2e"
     up = _harness(env, "up", "--scenario", str(MINIMAL), "--litellm", version, "--name", name)
     assert up.returncode == 0, up.stderr[-2000:]

@@ -27,9 +27,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from harness.litellm import env as litellm_env
 from harness.util.nethosts import NetHosts
-from tests.stack_helpers import searchable_tmp
+from tests.stack_helpers import searchable_tmp, skip_unless_built
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -44,8 +43,7 @@ def _rx_bytes(veth: str) -> int:
 def test_seed_family_run_with_workers_on_two_other_hosts(tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("network-namespace hosts need root")
-    if not any(e.version == "1.84.0" for e in litellm_env.cached()):
-        pytest.skip("LiteLLM 1.84.0 environment not built (make setup builds it)")
+    skip_unless_built("1.84.0")
     state = searchable_tmp("hosts-state")
     env = {**os.environ, "HARNESS_STATE_DIR": str(state), "HARNESS_RESULTS_DIR": str(tmp_path / "results"),
            "COLUMNS": "200"}

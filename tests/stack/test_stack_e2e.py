@@ -13,10 +13,9 @@ import psycopg
 import pytest
 import redis
 
-from harness.litellm import env as litellm_env
 from harness.stack.base import StackSpec
 from harness.stack.local import LocalStack
-from tests.stack_helpers import descendants_of_recorded, listening_ports, poll, searchable_tmp
+from tests.stack_helpers import descendants_of_recorded, listening_ports, poll, searchable_tmp, skip_unless_built
 
 pytestmark = pytest.mark.e2e
 VERSION = "1.84.0"
@@ -24,8 +23,7 @@ IN_PRICE, OUT_PRICE = 0.000002, 0.0008
 
 
 def _require_env(version: str) -> None:
-    if not any(env.version == version for env in litellm_env.cached()):
-        pytest.skip(f"LiteLLM {version} environment not built (make setup builds it)")
+    skip_unless_built(version)
 
 
 @pytest.fixture(scope="module")
